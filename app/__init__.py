@@ -1,0 +1,1 @@
+"""Gallery API: users and their verified image URLs."""

@@ -1,0 +1,118 @@
+"""Password hashing (off the event loop) and access tokens (JWT)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from anyio import CapacityLimiter, to_thread
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from app.config import Settings
+from app.errors import InvalidToken
+
+# OWASP's Argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_ROUNDS = 2
+ARGON2_PARALLELISM = 1
+
+TOKEN_ISSUER = "gallery-api"  # noqa: S105 (a claim value, not a secret)
+TOKEN_AUDIENCE = "gallery-api"  # noqa: S105
+
+
+def make_crypt_context() -> CryptContext:
+    """The password schemes: Argon2id now; anything else is re-hashed at the next login."""
+    return CryptContext(
+        schemes=["argon2"],
+        deprecated="auto",
+        argon2__type="ID",
+        argon2__memory_cost=ARGON2_MEMORY_KIB,
+        argon2__rounds=ARGON2_ROUNDS,
+        argon2__parallelism=ARGON2_PARALLELISM,
+    )
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords in worker threads, a bounded number at a time,
+    so a burst of logins cannot stall the event loop or exhaust memory."""
+
+    def __init__(self, context: CryptContext | None = None, max_concurrent: int | None = None):
+        self._context = context or make_crypt_context()
+        self._limiter = CapacityLimiter(max_concurrent or os.cpu_count() or 1)
+        self._dummy_hash: str | None = None
+        self._dummy_lock = asyncio.Lock()
+
+    async def hash(self, password: str) -> str:
+        """The hash to store for a new password."""
+        return await to_thread.run_sync(self._context.hash, password, limiter=self._limiter)
+
+    async def verify(self, password: str, stored_hash: str) -> tuple[bool, str | None]:
+        """Whether the password matches, and a new hash when the stored one is outdated."""
+        return await to_thread.run_sync(
+            self._context.verify_and_update, password, stored_hash, limiter=self._limiter
+        )
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the same work as a real verification, for logins of unknown users,
+        so response time does not reveal whether an account exists."""
+        async with self._dummy_lock:
+            if self._dummy_hash is None:
+                self._dummy_hash = await self.hash(secrets.token_urlsafe(16))
+        await self.verify(password, self._dummy_hash)
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    token: str
+    expires_in: int
+
+
+class TokenService:
+    """Issues and checks access tokens. The algorithm is pinned by settings, never read
+    from a token, and issuer, audience, expiry and type are all required."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key.get_secret_value()
+        self._algorithm = settings.jwt_algorithm
+        self._lifetime = timedelta(minutes=settings.access_token_expire_minutes)
+
+    def issue_access_token(self, user_id: int) -> AccessToken:
+        now = datetime.now(UTC)
+        claims = {
+            "sub": str(user_id),
+            "type": "access",
+            "iat": int(now.timestamp()),
+            "exp": int((now + self._lifetime).timestamp()),
+            "iss": TOKEN_ISSUER,
+            "aud": TOKEN_AUDIENCE,
+        }
+        token = jwt.encode(claims, self._key, algorithm=self._algorithm)
+        return AccessToken(token=token, expires_in=int(self._lifetime.total_seconds()))
+
+    def read_access_token(self, token: str) -> int:
+        """The user id an access token was issued to; `InvalidToken` for anything else."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                audience=TOKEN_AUDIENCE,
+                issuer=TOKEN_ISSUER,
+                options={"require_exp": True, "require_iat": True, "require_sub": True},
+            )
+        except JWTError as exc:
+            raise InvalidToken() from exc
+        if claims.get("type") != "access":
+            raise InvalidToken()
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.isdigit():
+            raise InvalidToken()
+        user_id = int(subject)
+        if not 0 < user_id < 2**63:
+            raise InvalidToken()
+        return user_id

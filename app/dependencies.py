@@ -1,0 +1,29 @@
+"""Shared request dependencies for objects that live in the app's lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from app.images.checker import ImageChecker
+from app.pagination import CursorCodec
+
+MAX_ID = 2**63 - 1
+
+
+def get_cursor_codec(request: Request) -> CursorCodec:
+    codec: CursorCodec = request.app.state.cursor_codec
+    return codec
+
+
+def get_image_checker(request: Request) -> ImageChecker:
+    checker: ImageChecker = request.app.state.image_checker
+    return checker
+
+
+CursorCodecDep = Annotated[CursorCodec, Depends(get_cursor_codec)]
+ImageCheckerDep = Annotated[ImageChecker, Depends(get_image_checker)]
+
+UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
+ImageIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id.")]

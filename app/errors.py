@@ -1,0 +1,192 @@
+"""Domain errors and the handlers that render every error as `{"detail", "code"}`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import exc as sqlalchemy_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class AppError(Exception):
+    """An error a caller can act on: it carries its HTTP status and a stable code."""
+
+    status_code: ClassVar[int] = status.HTTP_400_BAD_REQUEST
+    code: str = "bad_request"
+    detail: str = "The request could not be processed."
+    headers: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        if detail is not None:
+            self.detail = detail
+        if code is not None:
+            self.code = code
+        super().__init__(self.detail)
+
+
+class NotAuthenticated(AppError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "not_authenticated"
+    detail = "Authentication is required: send `Authorization: Bearer <token>`."
+    headers: ClassVar[dict[str, str] | None] = {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidToken(NotAuthenticated):
+    code = "invalid_token"
+    detail = "The access token is invalid or has expired."
+
+
+class InvalidCredentials(NotAuthenticated):
+    code = "invalid_credentials"
+    detail = "Incorrect login or password."
+
+
+class InactiveAccount(NotAuthenticated):
+    code = "inactive_account"
+    detail = "This account is deactivated."
+
+
+class Forbidden(AppError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "forbidden"
+    detail = "You may not do this."
+
+
+class AdminRequired(Forbidden):
+    code = "admin_required"
+    detail = "This operation is for administrators."
+
+
+class NotFound(AppError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "not_found"
+    detail = "Not found."
+
+
+class Conflict(AppError):
+    status_code = status.HTTP_409_CONFLICT
+    code = "conflict"
+    detail = "This conflicts with data that already exists."
+
+
+class InvalidInput(AppError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+    code = "validation_error"
+    detail = "The request is not valid."
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    detail: str
+    code: str
+
+
+class ValidationErrorBody(ErrorBody):
+    """A validation error also lists what was wrong with each field."""
+
+    errors: list[dict[str, Any]]
+
+
+def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for a route, from the domain errors it can raise."""
+    by_status: dict[int, list[type[AppError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status_code, []).append(error)
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status_code, group in sorted(by_status.items()):
+        codes = ", ".join(f"`{error.code}`" for error in group)
+        model: type[BaseModel] = ValidationErrorBody if status_code == 422 else ErrorBody
+        responses[status_code] = {"model": model, "description": f"Error codes: {codes}"}
+    return responses
+
+
+def _json(
+    status_code: int, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(body), status_code=status_code, headers=headers)
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    body: dict[str, Any] = {"detail": exc.detail, "code": exc.code}
+    errors = getattr(exc, "errors", None)
+    if errors is not None or exc.status_code == 422:
+        body["errors"] = errors or []
+    return _json(exc.status_code, body, exc.headers)
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
+    return _json(exc.status_code, {"detail": detail, "code": code}, exc.headers)
+
+
+def _clean_validation_errors(errors: Any) -> list[dict[str, Any]]:
+    # The raw input and pydantic's internal context can be large or hold secrets
+    # (a password that failed validation); a caller needs the place and the reason.
+    cleaned = []
+    for error in errors:
+        cleaned.append(
+            {"loc": list(error.get("loc", ())), "msg": error.get("msg"), "type": error.get("type")}
+        )
+    return cleaned
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _clean_validation_errors(exc.errors())
+    first = errors[0] if errors else None
+    detail = "Invalid request."
+    if first is not None:
+        where = ".".join(str(part) for part in first["loc"])
+        detail = f"Invalid request: {where or 'body'}: {first['msg']}"
+    return _json(422, {"detail": detail, "code": "validation_error", "errors": errors})
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return _json(
+        503,
+        {
+            "detail": "The database is unavailable; try again shortly.",
+            "code": "database_unavailable",
+        },
+        {"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return _json(500, {"detail": "Internal server error.", "code": "internal_error"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the app can produce as JSON with `detail` and `code`."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (
+        sqlalchemy_exc.OperationalError,
+        sqlalchemy_exc.InterfaceError,
+        sqlalchemy_exc.TimeoutError,
+    ):
+        app.add_exception_handler(database_error, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,140 @@
+"""Image endpoints: galleries under /users/{user_id}/images, and admin-wide /images."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.accounts.dependencies import AdminUser, CurrentUser
+from app.db import SessionDep
+from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
+from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
+from app.images import service
+from app.images.checker import IMAGE_CHECK_ERRORS
+from app.images.models import Image
+from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
+from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.users.service import UserNotFound
+
+router = APIRouter(tags=["images"])
+
+_WRITE_ERRORS = error_responses(
+    NotAuthenticated,
+    service.NotGalleryOwner,
+    UserNotFound,
+    service.ImageNotFound,
+    service.ImageDuplicate,
+    InvalidInput,
+    *IMAGE_CHECK_ERRORS,
+)
+
+
+@router.get(
+    "/users/{user_id}/images",
+    response_model=Page[ImageRead],
+    summary="List a user's images",
+    responses=error_responses(UserNotFound, InvalidCursor),
+)
+async def list_user_images(
+    user_id: UserIdPath, session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
+) -> Page[ImageRead]:
+    """A user's gallery, newest first. Galleries are public."""
+    images, next_cursor = await service.list_user_images(session, cursors, user_id, page)
+    return Page(items=[ImageRead.model_validate(i) for i in images], next_cursor=next_cursor)
+
+
+@router.post(
+    "/users/{user_id}/images",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ImageRead,
+    summary="Add an image to a gallery",
+    responses=_WRITE_ERRORS,
+)
+async def create_image(
+    user_id: UserIdPath,
+    body: ImageCreate,
+    session: SessionDep,
+    checker: ImageCheckerDep,
+    actor: CurrentUser,
+) -> Image:
+    """Add an image URL to the user's gallery (owner or admin). The server first checks
+    that the URL answers with an image of an allowed type."""
+    return await service.create_image(session, checker, actor, user_id, body)
+
+
+@router.get(
+    "/users/{user_id}/images/{image_id}",
+    response_model=ImageRead,
+    summary="Get one image",
+    responses=error_responses(UserNotFound, service.ImageNotFound),
+)
+async def read_image(user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep) -> Image:
+    """One image of a user's gallery."""
+    return await service.get_user_image(session, user_id, image_id)
+
+
+@router.patch(
+    "/users/{user_id}/images/{image_id}",
+    response_model=ImageRead,
+    summary="Change an image",
+    responses=_WRITE_ERRORS,
+)
+async def update_image(
+    user_id: UserIdPath,
+    image_id: ImageIdPath,
+    body: ImageUpdate,
+    session: SessionDep,
+    checker: ImageCheckerDep,
+    actor: CurrentUser,
+) -> Image:
+    """Change an image's title or URL (owner or admin); a new URL is checked again."""
+    return await service.update_image(session, checker, actor, user_id, image_id, body)
+
+
+@router.delete(
+    "/users/{user_id}/images/{image_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete an image",
+    responses=error_responses(
+        NotAuthenticated, service.NotGalleryOwner, UserNotFound, service.ImageNotFound
+    ),
+)
+async def delete_image(
+    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, actor: CurrentUser
+) -> None:
+    """Remove an image from a gallery (owner or admin)."""
+    await service.delete_image(session, actor, user_id, image_id)
+
+
+@router.get(
+    "/images",
+    response_model=Page[ImageRead],
+    summary="List all images (admin)",
+    responses=error_responses(NotAuthenticated, AdminRequired, InvalidCursor),
+)
+async def list_all_images(
+    session: SessionDep,
+    cursors: CursorCodecDep,
+    page: PageParamsDep,
+    _: AdminUser,
+    user_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
+    ] = None,
+) -> Page[ImageRead]:
+    """Every user's images, newest first."""
+    images, next_cursor = await service.list_all_images(session, cursors, page, user_id)
+    return Page(items=[ImageRead.model_validate(i) for i in images], next_cursor=next_cursor)
+
+
+@router.delete(
+    "/images",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete every image (admin)",
+    responses=error_responses(NotAuthenticated, AdminRequired),
+)
+async def delete_all_images(session: SessionDep, _: AdminUser) -> None:
+    """Remove every image of every user."""
+    await service.delete_all_images(session)

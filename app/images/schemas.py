@@ -1,0 +1,53 @@
+"""What callers send and see about images."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.text import StorableStr
+
+MAX_URL_LENGTH = 2048
+
+ImageUrl = Annotated[
+    StorableStr,
+    StringConstraints(min_length=1, max_length=MAX_URL_LENGTH),
+    Field(
+        description="An http(s) URL of an image; the server checks that it really is one.",
+        examples=["https://images.example.com/cat.png"],
+    ),
+]
+Title = Annotated[
+    StorableStr, StringConstraints(max_length=200), Field(description="An optional caption.")
+]
+
+
+class ImageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: ImageUrl
+    title: Title | None = None
+
+
+class ImageUpdate(BaseModel):
+    """Omitted fields stay as they are; `title: null` clears the title."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: ImageUrl | None = None
+    title: Title | None = None
+
+
+class ImageRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    user_id: int
+    image_url: str
+    title: str | None
+    content_type: str
+    size_bytes: int | None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,170 @@
+"""Galleries: who may add, change and remove images, and how they are listed."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.db import end_read_transaction, utcnow
+from app.errors import Conflict, Forbidden, NotFound
+from app.images.checker import ImageChecker, normalise_image_url
+from app.images.models import Image
+from app.images.schemas import ImageCreate, ImageUpdate
+from app.pagination import CursorCodec, PageParams, paginate
+from app.users.models import User
+from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    detail = "This gallery has no image with this id."
+
+
+class ImageDuplicate(Conflict):
+    code = "image_duplicate"
+    detail = "This image URL is already in the gallery."
+
+
+class NotGalleryOwner(Forbidden):
+    code = "forbidden"
+    detail = "Only the gallery's owner or an admin may change it."
+
+
+def ensure_may_edit_gallery(actor: User, user_id: int) -> None:
+    """Owners edit their own gallery; admins edit any."""
+    if actor.id != user_id and not actor.is_admin:
+        raise NotGalleryOwner()
+
+
+async def list_user_images(
+    session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
+) -> tuple[list[Image], str | None]:
+    """A user's images, newest first."""
+    await ensure_user_exists(session, user_id)
+    return await paginate(
+        session,
+        select(Image).where(Image.user_id == user_id),
+        id_column=Image.id,
+        newest_first=True,
+        listing=f"user-images:{user_id}",
+        cursors=cursors,
+        page=page,
+    )
+
+
+async def list_all_images(
+    session: AsyncSession, cursors: CursorCodec, page: PageParams, user_id: int | None
+) -> tuple[list[Image], str | None]:
+    """Every image, newest first, optionally only one user's (for admins)."""
+    query = select(Image)
+    if user_id is not None:
+        query = query.where(Image.user_id == user_id)
+    return await paginate(
+        session,
+        query,
+        id_column=Image.id,
+        newest_first=True,
+        listing=f"images:{user_id}",
+        cursors=cursors,
+        page=page,
+    )
+
+
+async def get_user_image(session: AsyncSession, user_id: int, image_id: int) -> Image:
+    """One image of a user's gallery; `ImageNotFound` also when it is someone else's."""
+    image = None
+    if 0 < image_id <= MAX_ID and 0 < user_id <= MAX_ID:
+        image = (
+            await session.execute(
+                select(Image).where(Image.id == image_id, Image.user_id == user_id)
+            )
+        ).scalar_one_or_none()
+    if image is None:
+        await ensure_user_exists(session, user_id)
+        raise ImageNotFound()
+    return image
+
+
+async def _url_in_gallery(session: AsyncSession, user_id: int, url: str) -> bool:
+    query = select(Image.id).where(Image.user_id == user_id, Image.image_url == url)
+    return (await session.execute(query)).first() is not None
+
+
+async def _flush_image(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        # The unique (user_id, image_url) constraint decides races between equal creates;
+        # a foreign key failure means the owner was deleted while the URL was checked.
+        if "image_url" in str(exc.orig):
+            raise ImageDuplicate() from exc
+        raise UserNotFound() from exc
+    except StaleDataError as exc:
+        raise ImageNotFound() from exc
+
+
+async def create_image(
+    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, data: ImageCreate
+) -> Image:
+    """Check the URL, then add it to the gallery."""
+    ensure_may_edit_gallery(actor, user_id)
+    await ensure_user_exists(session, user_id)
+    url = str(normalise_image_url(data.image_url))
+    if await _url_in_gallery(session, user_id, url):
+        raise ImageDuplicate()
+    await end_read_transaction(session)
+    checked = await checker.check(url)
+    image = Image(
+        user_id=user_id,
+        image_url=checked.url,
+        title=data.title,
+        content_type=checked.content_type,
+        size_bytes=checked.size_bytes,
+    )
+    session.add(image)
+    await _flush_image(session)
+    return image
+
+
+async def update_image(
+    session: AsyncSession,
+    checker: ImageChecker,
+    actor: User,
+    user_id: int,
+    image_id: int,
+    changes: ImageUpdate,
+) -> Image:
+    """Change the title and/or the URL; a new URL is checked like a new image."""
+    ensure_may_edit_gallery(actor, user_id)
+    image = await get_user_image(session, user_id, image_id)
+    fields = changes.model_dump(exclude_unset=True)
+    if fields.get("image_url") is not None:
+        url = str(normalise_image_url(fields["image_url"]))
+        if url != image.image_url:
+            if await _url_in_gallery(session, user_id, url):
+                raise ImageDuplicate()
+            await end_read_transaction(session)
+            checked = await checker.check(url)
+            image.image_url = checked.url
+            image.content_type = checked.content_type
+            image.size_bytes = checked.size_bytes
+    if "title" in fields:
+        image.title = fields["title"]
+    image.updated_at = utcnow()
+    await _flush_image(session)
+    return image
+
+
+async def delete_image(session: AsyncSession, actor: User, user_id: int, image_id: int) -> None:
+    """Remove one image from a gallery."""
+    ensure_may_edit_gallery(actor, user_id)
+    image = await get_user_image(session, user_id, image_id)
+    await session.delete(image)
+    await session.flush()
+
+
+async def delete_all_images(session: AsyncSession) -> None:
+    """Remove every image of every user (admins)."""
+    await session.execute(delete(Image))

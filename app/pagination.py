@@ -1,0 +1,110 @@
+"""Keyset pagination: signed, opaque cursors and the `Page` envelope."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.errors import InvalidInput
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+_MAX_ID = 2**63 - 1
+
+
+class InvalidCursor(InvalidInput):
+    code = "invalid_cursor"
+    detail = "The cursor is not valid for this listing; start again without a cursor."
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a listing; pass `next_cursor` back as `cursor` to get the next page."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageParams(BaseModel):
+    limit: int
+    cursor: str | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=512, description="`next_cursor` from the previous page."),
+    ] = None,
+) -> PageParams:
+    """The `limit` and `cursor` query parameters shared by every listing."""
+    return PageParams(limit=limit, cursor=cursor)
+
+
+class CursorCodec:
+    """Encodes the last id of a page, bound to its listing and signed, so a cursor
+    cannot be forged, edited or replayed against another listing."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hashlib.sha256(b"gallery-cursor\0" + secret).digest()
+
+    def _sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()[:16]
+
+    def encode(self, listing: str, last_id: int) -> str:
+        payload = json.dumps([listing, last_id], separators=(",", ":")).encode()
+        token = payload + self._sign(payload)
+        return base64.urlsafe_b64encode(token).rstrip(b"=").decode()
+
+    def decode(self, listing: str, cursor: str) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidCursor() from exc
+        payload, signature = raw[:-16], raw[-16:]
+        if len(raw) <= 16 or not hmac.compare_digest(signature, self._sign(payload)):
+            raise InvalidCursor()
+        try:
+            cursor_listing, last_id = json.loads(payload)
+        except (ValueError, TypeError) as exc:
+            raise InvalidCursor() from exc
+        if cursor_listing != listing or not isinstance(last_id, int) or not 0 < last_id <= _MAX_ID:
+            raise InvalidCursor()
+        return last_id
+
+
+async def paginate(
+    session: AsyncSession,
+    query: Select[R],
+    *,
+    id_column: InstrumentedAttribute[int],
+    newest_first: bool,
+    listing: str,
+    cursors: CursorCodec,
+    page: PageParams,
+) -> tuple[list[R], str | None]:
+    """One page of `query` by keyset on `id_column`: each page costs the same as the first."""
+    if page.cursor is not None:
+        last_id = cursors.decode(listing, page.cursor)
+        query = query.where(id_column < last_id if newest_first else id_column > last_id)
+    order = id_column.desc() if newest_first else id_column.asc()
+    rows = list((await session.execute(query.order_by(order).limit(page.limit + 1))).scalars())
+    if len(rows) <= page.limit:
+        return rows, None
+    rows = rows[: page.limit]
+    return rows, cursors.encode(listing, getattr(rows[-1], id_column.key))
+
+
+PageParamsDep = Annotated[PageParams, Depends(page_params)]

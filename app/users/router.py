@@ -1,0 +1,78 @@
+"""User endpoints: the public directory, one's own profile, and admin changes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
+from app.accounts.service import EmailTaken, UsernameTaken
+from app.db import SessionDep
+from app.dependencies import CursorCodecDep, UserIdPath
+from app.errors import AdminRequired, InvalidInput, InvalidToken, NotAuthenticated, error_responses
+from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.users import service
+from app.users.models import User
+from app.users.schemas import UserAdminUpdate, UserPrivate, UserPublic
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get(
+    "/me",
+    response_model=UserPrivate,
+    summary="The signed-in user",
+    responses=error_responses(NotAuthenticated),
+)
+async def read_me(user: CurrentUser) -> User:
+    """The signed-in user, email included."""
+    return user
+
+
+@router.get(
+    "",
+    response_model=Page[UserPublic],
+    summary="List users",
+    responses=error_responses(InvalidCursor),
+)
+async def list_users(
+    session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
+) -> Page[UserPublic]:
+    """Public profiles of all users in id order, without emails."""
+    users, next_cursor = await service.list_users(session, cursors, page)
+    return Page(items=[UserPublic.model_validate(user) for user in users], next_cursor=next_cursor)
+
+
+@router.get(
+    "/{user_id}",
+    response_model=UserPrivate | UserPublic,
+    summary="Get a user",
+    responses=error_responses(service.UserNotFound, InvalidToken, InvalidInput),
+)
+async def read_user(
+    user_id: UserIdPath, session: SessionDep, viewer: OptionalUser
+) -> UserPrivate | UserPublic:
+    """A user's public profile; the email is shown only to the user themself and to admins."""
+    user = await service.get_user(session, user_id)
+    if viewer is not None and (viewer.id == user.id or viewer.is_admin):
+        return UserPrivate.model_validate(user)
+    return UserPublic.model_validate(user)
+
+
+@router.patch(
+    "/{user_id}",
+    response_model=UserPrivate,
+    summary="Change a user (admin)",
+    responses=error_responses(
+        NotAuthenticated,
+        AdminRequired,
+        service.UserNotFound,
+        UsernameTaken,
+        EmailTaken,
+        InvalidInput,
+    ),
+)
+async def update_user(
+    user_id: UserIdPath, changes: UserAdminUpdate, session: SessionDep, _: AdminUser
+) -> User:
+    """Change a user's username, email, active flag or admin flag."""
+    return await service.update_user(session, user_id, changes)

@@ -1,0 +1,77 @@
+"""Reading users, and what admins may change about them."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.accounts.service import ensure_identity_free, flush_identity
+from app.errors import NotFound
+from app.pagination import CursorCodec, PageParams, paginate
+from app.text import email_key, username_key
+from app.users.models import User
+from app.users.schemas import UserAdminUpdate
+
+USERS_LISTING = "users"
+MAX_ID = 2**63 - 1
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+    detail = "No user has this id."
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    """The user with this id, or `UserNotFound`."""
+    user = await session.get(User, user_id) if 0 < user_id <= MAX_ID else None
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def ensure_user_exists(session: AsyncSession, user_id: int) -> None:
+    """Raise `UserNotFound` unless the user exists (one indexed lookup, no row loaded)."""
+    if not 0 < user_id <= MAX_ID:
+        raise UserNotFound()
+    found = (await session.execute(select(User.id).where(User.id == user_id))).first()
+    if found is None:
+        raise UserNotFound()
+
+
+async def list_users(
+    session: AsyncSession, cursors: CursorCodec, page: PageParams
+) -> tuple[list[User], str | None]:
+    """Users in id order, one page at a time."""
+    return await paginate(
+        session,
+        select(User),
+        id_column=User.id,
+        newest_first=False,
+        listing=USERS_LISTING,
+        cursors=cursors,
+        page=page,
+    )
+
+
+async def update_user(session: AsyncSession, user_id: int, changes: UserAdminUpdate) -> User:
+    """Apply an admin's changes to a user."""
+    user = await get_user(session, user_id)
+    fields = changes.model_dump(exclude_unset=True)
+    await ensure_identity_free(
+        session,
+        username=fields.get("username"),
+        email=fields.get("email"),
+        except_user_id=user.id,
+    )
+    if fields.get("username") is not None:
+        user.username = fields["username"]
+        user.username_key = username_key(user.username)
+    if fields.get("email") is not None:
+        user.email = fields["email"]
+        user.email_key = email_key(user.email)
+    if fields.get("is_active") is not None:
+        user.is_active = fields["is_active"]
+    if fields.get("is_admin") is not None:
+        user.is_admin = fields["is_admin"]
+    await flush_identity(session)
+    return user

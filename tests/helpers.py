@@ -1,0 +1,75 @@
+"""Helpers that act as a user would: through the HTTP API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from app.accounts.security import PasswordHasher
+from app.accounts.service import register
+
+PASSWORD = "a-long-enough-passphrase"
+
+
+@dataclass
+class Account:
+    id: int
+    username: str
+    email: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+async def login(client: httpx.AsyncClient, login: str, password: str = PASSWORD) -> str:
+    response = await client.post("/accounts/login", json={"login": login, "password": password})
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
+async def sign_up(client: httpx.AsyncClient, username: str) -> Account:
+    """Register through the API and sign in."""
+    email = f"{username}@example.com"
+    response = await client.post(
+        "/accounts/register",
+        json={
+            "username": username,
+            "email": email,
+            "password": PASSWORD,
+            "password_confirm": PASSWORD,
+        },
+    )
+    assert response.status_code == 201, response.text
+    return Account(response.json()["id"], username, email, await login(client, username))
+
+
+async def sign_up_admin(app: FastAPI, client: httpx.AsyncClient, username: str = "root") -> Account:
+    """Create an admin the way the start-up bootstrap does, then sign in through the API."""
+    async with app.state.sessionmaker() as session, session.begin():
+        hasher: PasswordHasher = app.state.password_hasher
+        user = await register(
+            session,
+            hasher,
+            username=username,
+            email=f"{username}@example.com",
+            password=PASSWORD,
+            is_admin=True,
+        )
+        user_id = user.id
+    return Account(user_id, username, f"{username}@example.com", await login(client, username))
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is the documented error: status, JSON body with `detail` and `code`."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
