@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     image_allowed_types: Annotated[list[str], NoDecode] = list(DEFAULT_IMAGE_TYPES)
     image_fetch_timeout: float = Field(default=5.0, gt=0, le=60)
     image_fetch_allowed_networks: Annotated[list[str], NoDecode] = []
+    image_fetch_allowed_ports: Annotated[list[int], NoDecode] = []
+    image_fetch_max_redirects: int = Field(default=3, ge=0, le=20)
+    image_fetch_concurrency: int = Field(default=32, ge=1, le=1024)
+    image_sniff: bool = True
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -74,6 +78,17 @@ class Settings(BaseSettings):
         if isinstance(parsed, list):
             for item in parsed:
                 ipaddress.ip_network(str(item), strict=False)
+        return parsed
+
+    @field_validator("image_fetch_allowed_ports", mode="before")
+    @classmethod
+    def _parse_ports(cls, value: object) -> object:
+        parsed = _split_csv(value)
+        if isinstance(parsed, list):
+            ports = [int(item) for item in parsed]
+            if not all(0 < port < 65536 for port in ports):
+                raise ValueError("ports must be between 1 and 65535")
+            return ports
         return parsed
 
     @model_validator(mode="after")

@@ -6,7 +6,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -17,6 +16,7 @@ from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.images.checker import ImageChecker
+from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.router import router as images_router
 from app.pagination import CursorCodec
 from app.users.router import router as users_router
@@ -63,30 +63,38 @@ async def _bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; its engine and HTTP client are made when it starts, not here."""
+def create_app(
+    settings: Settings | None = None, *, image_resolver: Resolver | None = None
+) -> FastAPI:
+    """Build the app; its engine and HTTP transport are made when it starts, not here.
+
+    `image_resolver` replaces the system's DNS for URL checks (tests answer with it).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
-        http_client = httpx.AsyncClient(
-            timeout=settings.image_fetch_timeout,
-            trust_env=False,
-            headers={"User-Agent": "GalleryAPI-ImageCheck/1.0"},
-        )
+        image_transport = create_image_transport(settings)
+        # The system resolver is ours to close; an injected one belongs to its caller.
+        system_resolver = None
+        resolver = image_resolver
+        if resolver is None:
+            resolver = system_resolver = SystemResolver(settings.image_fetch_concurrency)
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.password_hasher = PasswordHasher()
         app.state.token_service = TokenService(settings)
         app.state.cursor_codec = CursorCodec(settings.secret_key.get_secret_value().encode())
-        app.state.image_checker = ImageChecker(http_client, settings)
+        app.state.image_checker = ImageChecker(image_transport, settings, resolver)
         try:
             await _bootstrap_admin(app, settings)
             yield
         finally:
-            await http_client.aclose()
+            await image_transport.aclose()
+            if system_resolver is not None:
+                system_resolver.close()
             await engine.dispose()
 
     app = FastAPI(

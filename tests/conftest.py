@@ -24,6 +24,7 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import Settings
+from app.images.fetcher import Resolver
 from app.main import create_app
 from tests.image_host import ImageHost
 
@@ -124,6 +125,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": TEST_SECRET,
         "image_fetch_timeout": 1.0,
+        # The image hosts tests start on 127.0.0.1 are exempt from the SSRF guard; every
+        # other address, 127.0.0.2 included, stays forbidden.
+        "image_fetch_allowed_networks": ["127.0.0.1/32"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -151,9 +155,19 @@ def settings_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture
-async def app(database_url: str, settings_overrides: dict[str, Any]) -> AsyncIterator[FastAPI]:
+def image_resolver() -> Resolver | None:
+    """Override in a test module to answer the URL check's DNS lookups (None: the system's)."""
+    return None
+
+
+@pytest.fixture
+async def app(
+    database_url: str, settings_overrides: dict[str, Any], image_resolver: Resolver | None
+) -> AsyncIterator[FastAPI]:
     """A started app on this backend's database; tables are emptied after the test."""
-    application = create_app(make_settings(database_url, **settings_overrides))
+    application = create_app(
+        make_settings(database_url, **settings_overrides), image_resolver=image_resolver
+    )
     try:
         async with LifespanManager(application):
             yield application

@@ -42,6 +42,7 @@ async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> N
         ("GET", "/users/{user_id}/images/{image_id}"),
         ("PATCH", "/users/{user_id}/images/{image_id}"),
         ("DELETE", "/users/{user_id}/images/{image_id}"),
+        ("POST", "/users/{user_id}/images/{image_id}/recheck"),
         ("GET", "/images"),
         ("DELETE", "/images"),
     }
@@ -119,6 +120,8 @@ async def test_no_database_connection_is_held_while_the_url_is_checked(
         handler.send_header("Content-Type", "image/png")
         handler.send_header("Content-Length", str(len(png)))
         handler.end_headers()
+        if handler.command == "GET":
+            handler.wfile.write(png)
 
     image_host.routes["/probe.png"] = probe
     response = await client.post(

@@ -1,50 +1,46 @@
-"""The image URL check: is this URL an image our users may keep?"""
+"""The image URL check: is this URL an image our users may keep, and what is it?
+
+`url_guard` decides which URLs and addresses are acceptable, `fetcher` makes the requests;
+this module runs one check under its deadline and reads the image's real format and size
+from its first bytes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from email.message import Message
 
 import httpx
+import imagesize
+import puremagic
 
 from app.config import Settings
-from app.errors import InvalidInput
-from app.images.schemas import MAX_URL_LENGTH
-
-
-class ImageCheckFailed(InvalidInput):
-    """The URL is not an image we can keep; `code` says why."""
-
-    code = "image_url_invalid"
-
-
-class ImageUrlInvalid(ImageCheckFailed):
-    code = "image_url_invalid"
-    detail = "The image URL must be an absolute http or https URL with a host name."
-
-
-class ImageUrlUnreachable(ImageCheckFailed):
-    code = "image_url_unreachable"
-    detail = "The image URL could not be reached in time; check the address and try again."
-
-
-class ImageUrlBadStatus(ImageCheckFailed):
-    code = "image_url_bad_status"
-    detail = "The image URL did not answer with success."
-
-
-class ImageUrlNotImage(ImageCheckFailed):
-    code = "image_url_not_image"
-    detail = "The URL does not point to an image of an allowed type."
-
-
-IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
-    ImageUrlInvalid,
-    ImageUrlUnreachable,
+from app.db import utcnow
+from app.images.errors import (
     ImageUrlBadStatus,
     ImageUrlNotImage,
+    ImageUrlUnreachable,
 )
+from app.images.fetcher import Fetched, FetchSession, Resolver
+from app.images.url_guard import UrlPolicy, normalise_image_url
+
+# How much of a body the check reads: enough for the signature and dimensions of every
+# allowed format (a JPEG's frame header follows its metadata), and never more.
+SNIFF_WINDOW = 65536
+MAX_DIMENSION = 2**31 - 1
+SVG = "image/svg+xml"
+# Names the signature library uses for the types we configure by their registered names.
+_MEDIA_TYPE_ALIASES = {
+    "image/x-ms-bmp": "image/bmp",
+    "image/x-bmp": "image/bmp",
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+}
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -54,24 +50,50 @@ class CheckedImage:
     url: str
     content_type: str
     size_bytes: int | None
+    width: int | None
+    height: int | None
+    checked_at: datetime
 
 
-def normalise_image_url(raw: str) -> httpx.URL:
-    """Parse and normalise a user's URL (IDNA host, default port dropped), or refuse it."""
-    if len(raw) > MAX_URL_LENGTH:
-        raise ImageUrlInvalid(f"The image URL is longer than {MAX_URL_LENGTH} characters.")
+@dataclass(frozen=True)
+class SniffedImage:
+    """An image format recognised from bytes, with its dimensions when they were readable."""
+
+    content_type: str
+    width: int | None
+    height: int | None
+
+
+def _dimension(value: object) -> int | None:
+    if isinstance(value, int) and 0 < value <= MAX_DIMENSION:
+        return value
+    return None
+
+
+def sniff_image(data: bytes, *, complete: bool) -> SniffedImage | None:
+    """The image format `data` starts with (by signature, whatever a header claimed) and its
+    width and height, or None when it is no image. `complete` says `data` is the whole file:
+    a whole file whose dimensions cannot be read is broken, while a cut one may keep them
+    beyond the window (a JPEG with large metadata)."""
     try:
-        url = httpx.URL(raw.strip())
-    except (httpx.InvalidURL, ValueError, TypeError) as exc:
-        raise ImageUrlInvalid() from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ImageUrlInvalid()
-    if url.userinfo:
-        raise ImageUrlInvalid("The image URL must not contain a user name or password.")
-    url = url.copy_with(fragment=None)
-    if len(str(url)) > MAX_URL_LENGTH:
-        raise ImageUrlInvalid(f"The image URL is longer than {MAX_URL_LENGTH} characters.")
-    return url
+        matches = puremagic.magic_string(data)
+    except (puremagic.PureError, ValueError):
+        return None
+    if not matches:
+        return None
+    media_type = str(matches[0].mime_type).lower()
+    media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type)
+    if media_type in ("application/xml", "text/xml") and b"<svg" in data:
+        media_type = SVG
+    if not media_type.startswith("image/"):
+        return None
+    width, height = imagesize.get(io.BytesIO(data))
+    width, height = _dimension(width), _dimension(height)
+    if width is None or height is None:
+        width = height = None
+        if complete and media_type != SVG:
+            return None
+    return SniffedImage(media_type, width, height)
 
 
 def parse_content_type(header: str | None) -> str | None:
@@ -93,31 +115,105 @@ def parse_content_length(header: str | None) -> int | None:
     return int(header.strip())
 
 
-class ImageChecker:
-    """Checks URLs with a HEAD request through the app's shared HTTP client."""
+def _total_size(answer: Fetched) -> int | None:
+    """The full size of the resource from a ranged GET's answer, when it says."""
+    if answer.status_code == 206:
+        match = _CONTENT_RANGE.match(answer.headers.get("content-range", ""))
+        return int(match.group(1)) if match else None
+    length = parse_content_length(answer.headers.get("content-length"))
+    if length is None and answer.complete:
+        return len(answer.body)
+    return length
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
-        self._client = client
+
+def _bad_status(status_code: int) -> ImageUrlBadStatus:
+    return ImageUrlBadStatus(f"The image URL answered HTTP {status_code}; it must answer 2xx.")
+
+
+class ImageChecker:
+    """Checks URLs through the app's shared transport: at most `IMAGE_FETCH_CONCURRENCY`
+    checks at once, each under one deadline covering the wait for its turn, DNS, every
+    request and hop, and the body."""
+
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport, settings: Settings, resolver: Resolver
+    ) -> None:
+        self._transport = transport
+        self._resolver = resolver
+        self._policy = UrlPolicy.build(
+            settings.image_fetch_allowed_networks, settings.image_fetch_allowed_ports
+        )
         self._allowed_types = frozenset(settings.image_allowed_types)
         self._timeout = settings.image_fetch_timeout
+        self._max_redirects = settings.image_fetch_max_redirects
+        self._sniff = settings.image_sniff
+        self._slots = asyncio.Semaphore(settings.image_fetch_concurrency)
 
     async def check(self, raw_url: str) -> CheckedImage:
-        """Accept the URL when it answers 2xx with an allowed image Content-Type."""
+        """Accept the URL when it answers 2xx and its first bytes are an image of an
+        allowed type (or, with sniffing off, when HEAD claims one)."""
         url = normalise_image_url(raw_url)
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._timeout):
-                response = await self._client.head(url, follow_redirects=True)
-        except (TimeoutError, httpx.TransportError, httpx.TooManyRedirects) as exc:
+                async with self._slots:
+                    session = FetchSession(
+                        transport=self._transport,
+                        resolver=self._resolver,
+                        policy=self._policy,
+                        redirects_left=self._max_redirects,
+                        deadline=loop.time() + self._timeout,
+                    )
+                    if self._sniff:
+                        return await self._check_bytes(session, url)
+                    return await self._check_head(session, url)
+        except TimeoutError as exc:
             raise ImageUrlUnreachable() from exc
-        if not response.is_success:
-            raise ImageUrlBadStatus(
-                f"The image URL answered HTTP {response.status_code}; it must answer 2xx."
-            )
-        content_type = parse_content_type(response.headers.get("content-type"))
+
+    async def _check_head(self, session: FetchSession, url: httpx.URL) -> CheckedImage:
+        head = await session.request("HEAD", url)
+        if not 200 <= head.status_code < 300:
+            raise _bad_status(head.status_code)
+        content_type = parse_content_type(head.headers.get("content-type"))
         if content_type is None or content_type not in self._allowed_types:
             raise ImageUrlNotImage()
         return CheckedImage(
             url=str(url),
             content_type=content_type,
-            size_bytes=parse_content_length(response.headers.get("content-length")),
+            size_bytes=parse_content_length(head.headers.get("content-length")),
+            width=None,
+            height=None,
+            checked_at=utcnow(),
+        )
+
+    async def _check_bytes(self, session: FetchSession, url: httpx.URL) -> CheckedImage:
+        # HEAD first, as the product always has: a missing or failing URL is refused before
+        # any body is asked for. A server that refuses HEAD leaves the GET to decide alone.
+        head = await session.request("HEAD", url)
+        head_size = None
+        if head.status_code not in (405, 501):
+            if not 200 <= head.status_code < 300:
+                raise _bad_status(head.status_code)
+            head_size = parse_content_length(head.headers.get("content-length"))
+        answer = await session.request(
+            "GET",
+            head.url,
+            headers={"Range": f"bytes=0-{SNIFF_WINDOW - 1}"},
+            read_limit=SNIFF_WINDOW,
+        )
+        if answer.status_code == 416:
+            raise ImageUrlNotImage("The image URL holds no data.")
+        if not 200 <= answer.status_code < 300:
+            raise _bad_status(answer.status_code)
+        sniffed = sniff_image(answer.body, complete=answer.complete)
+        if sniffed is None or sniffed.content_type not in self._allowed_types:
+            raise ImageUrlNotImage()
+        size = _total_size(answer)
+        return CheckedImage(
+            url=str(url),
+            content_type=sniffed.content_type,
+            size_bytes=size if size is not None else head_size,
+            width=sniffed.width,
+            height=sniffed.height,
+            checked_at=utcnow(),
         )

@@ -11,7 +11,7 @@ from app.db import SessionDep
 from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
 from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
 from app.images import service
-from app.images.checker import IMAGE_CHECK_ERRORS
+from app.images.errors import IMAGE_CHECK_ERRORS
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
 from app.pagination import InvalidCursor, Page, PageParamsDep
@@ -59,7 +59,7 @@ async def create_image(
     actor: CurrentUser,
 ) -> Image:
     """Add an image URL to the user's gallery (owner or admin). The server first checks
-    that the URL answers with an image of an allowed type."""
+    that the URL is safe to fetch and that its bytes are an image of an allowed type."""
     return await service.create_image(session, checker, actor, user_id, body)
 
 
@@ -90,6 +90,31 @@ async def update_image(
 ) -> Image:
     """Change an image's title or URL (owner or admin); a new URL is checked again."""
     return await service.update_image(session, checker, actor, user_id, image_id, body)
+
+
+@router.post(
+    "/users/{user_id}/images/{image_id}/recheck",
+    response_model=ImageRead,
+    summary="Check an image's URL again",
+    responses=error_responses(
+        NotAuthenticated,
+        service.NotGalleryOwner,
+        UserNotFound,
+        service.ImageNotFound,
+        service.ImageChanged,
+        *IMAGE_CHECK_ERRORS,
+    ),
+)
+async def recheck_image(
+    user_id: UserIdPath,
+    image_id: ImageIdPath,
+    session: SessionDep,
+    checker: ImageCheckerDep,
+    actor: CurrentUser,
+) -> Image:
+    """Run the URL check again (owner or admin) and store its results: format, size,
+    width, height and `checked_at`. When the check fails the image is kept unchanged."""
+    return await service.recheck_image(session, checker, actor, user_id, image_id)
 
 
 @router.delete(

@@ -47,7 +47,14 @@ class ImageRead(BaseModel):
     user_id: int
     image_url: str
     title: str | None
-    content_type: str
-    size_bytes: int | None
+    content_type: str = Field(
+        description="The image's format as read from its bytes (or, with IMAGE_SNIFF off, "
+        "as its server declared it).",
+        examples=["image/png"],
+    )
+    size_bytes: int | None = Field(description="The file's size in bytes, when known.")
+    width: int | None = Field(description="Width in pixels, when the check could read it.")
+    height: int | None = Field(description="Height in pixels, when the check could read it.")
+    checked_at: datetime = Field(description="When the URL was last checked.")
     created_at: datetime
     updated_at: datetime

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import end_read_transaction, utcnow
 from app.errors import Conflict, Forbidden, NotFound
-from app.images.checker import ImageChecker, normalise_image_url
+from app.images.checker import CheckedImage, ImageChecker
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
+from app.images.url_guard import normalise_image_url
 from app.pagination import CursorCodec, PageParams, paginate
 from app.users.models import User
 from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
@@ -25,6 +26,11 @@ class ImageNotFound(NotFound):
 class ImageDuplicate(Conflict):
     code = "image_duplicate"
     detail = "This image URL is already in the gallery."
+
+
+class ImageChanged(Conflict):
+    code = "image_changed"
+    detail = "The image's URL changed while it was being checked; try again."
 
 
 class NotGalleryOwner(Forbidden):
@@ -105,6 +111,18 @@ async def _flush_image(session: AsyncSession) -> None:
         raise ImageNotFound() from exc
 
 
+def _metadata(checked: CheckedImage) -> dict[str, object]:
+    """The image columns a URL check fills in."""
+    return {
+        "image_url": checked.url,
+        "content_type": checked.content_type,
+        "size_bytes": checked.size_bytes,
+        "width": checked.width,
+        "height": checked.height,
+        "checked_at": checked.checked_at,
+    }
+
+
 async def create_image(
     session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, data: ImageCreate
 ) -> Image:
@@ -116,13 +134,7 @@ async def create_image(
         raise ImageDuplicate()
     await end_read_transaction(session)
     checked = await checker.check(url)
-    image = Image(
-        user_id=user_id,
-        image_url=checked.url,
-        title=data.title,
-        content_type=checked.content_type,
-        size_bytes=checked.size_bytes,
-    )
+    image = Image(user_id=user_id, title=data.title, **_metadata(checked))
     session.add(image)
     await _flush_image(session)
     return image
@@ -147,13 +159,37 @@ async def update_image(
                 raise ImageDuplicate()
             await end_read_transaction(session)
             checked = await checker.check(url)
-            image.image_url = checked.url
-            image.content_type = checked.content_type
-            image.size_bytes = checked.size_bytes
+            for name, value in _metadata(checked).items():
+                setattr(image, name, value)
     if "title" in fields:
         image.title = fields["title"]
     image.updated_at = utcnow()
     await _flush_image(session)
+    return image
+
+
+async def recheck_image(
+    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, image_id: int
+) -> Image:
+    """Check the image's URL again and store what the check found. A failed check raises
+    its error and changes nothing."""
+    ensure_may_edit_gallery(actor, user_id)
+    image = await get_user_image(session, user_id, image_id)
+    checked_url = image.image_url
+    await end_read_transaction(session)
+    checked = await checker.check(checked_url)
+    # Written only if the URL is still the one checked: a PATCH that changed it meanwhile
+    # stored its own check's results, which these must not overwrite.
+    result = await session.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.image_url == checked_url)
+        .values(**_metadata(checked), updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
+        raise ImageChanged()
+    await session.refresh(image)
     return image
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import httpx
 import pytest
@@ -20,6 +21,9 @@ IMAGE_FIELDS = {
     "title",
     "content_type",
     "size_bytes",
+    "width",
+    "height",
+    "checked_at",
     "created_at",
     "updated_at",
 }
@@ -39,7 +43,7 @@ async def _add(
     return await client.post(f"/users/{owner.id}/images", json=body, headers=owner.headers)
 
 
-async def test_owner_adds_image_after_head_check(
+async def test_owner_adds_image_after_head_and_sniffing_check(
     app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost
 ) -> None:
     alice = await sign_up(client, "alice")
@@ -53,7 +57,11 @@ async def test_owner_adds_image_after_head_check(
     assert body["title"] == "A cat"
     assert body["content_type"] == "image/png"
     assert body["size_bytes"] == len(image_host.png_bytes)
-    assert ("HEAD", "/cat.png") in image_host.requests
+    assert (body["width"], body["height"]) == (3, 2)
+    # Checked first, then stored.
+    assert datetime.fromisoformat(body["checked_at"]) <= datetime.fromisoformat(body["created_at"])
+    requests = [request for request in image_host.requests if request[1] == "/cat.png"]
+    assert requests[-2:] == [("HEAD", "/cat.png"), ("GET", "/cat.png")]
     listing = (await client.get(f"/users/{alice.id}/images")).json()
     assert [image["id"] for image in listing["items"]] == [body["id"]]
 
@@ -80,7 +88,6 @@ async def test_redirect_to_an_image_is_followed(
     [
         ("/page.html", "image_url_not_image"),
         ("/image.svg", "image_url_not_image"),
-        ("/no-type", "image_url_not_image"),
         ("/gone.png", "image_url_bad_status"),
         ("/error.png", "image_url_bad_status"),
     ],
