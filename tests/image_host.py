@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from PIL import Image as PILImage
 
@@ -35,11 +36,22 @@ def _static(status: int, body: bytes, headers: dict[str, str]) -> Route:
     return handle
 
 
+class _CountingServer(ThreadingHTTPServer):
+    """Counts every TCP connection it accepts, before any request is read from it."""
+
+    connections = 0
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        self.connections += 1
+        return True
+
+
 class ImageHost:
-    """Serves fixed routes; records every request it receives (method, path)."""
+    """Serves fixed routes; records every connection and request it receives."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.requests: list[tuple[str, str]] = []
+        self.host_headers: list[str] = []
         self.routes: dict[str, Route] = {}
         self.slow_seconds = 3.0
         host_ref = self
@@ -50,6 +62,7 @@ class ImageHost:
             def _dispatch(self) -> None:
                 path = self.path.split("?", 1)[0]
                 host_ref.requests.append((self.command, path))
+                host_ref.host_headers.append(self.headers.get("Host", ""))
                 route = host_ref.routes.get(path)
                 if route is None:
                     _static(404, b"not found", {"Content-Type": "text/plain"})(self)
@@ -62,7 +75,7 @@ class ImageHost:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, 0), Handler)
+        self._server = _CountingServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://{host}:{self.port}"
@@ -94,6 +107,17 @@ class ImageHost:
             _static(200, png, {"Content-Type": "image/png"})(handler)
 
         self.routes["/slow.png"] = slow
+
+    @property
+    def connections(self) -> int:
+        """TCP connections accepted so far, whether or not a request followed."""
+        return self._server.connections
+
+    def forget(self) -> None:
+        """Start a test with empty records."""
+        self.requests.clear()
+        self.host_headers.clear()
+        self._server.connections = 0
 
     def add(self, path: str, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.routes[path] = _static(status, body, headers)

@@ -40,6 +40,9 @@ _MEDIA_TYPE_ALIASES = {
     "image/jpg": "image/jpeg",
     "image/pjpeg": "image/jpeg",
 }
+# A bitmap's signature is two letters ("BM") that plain text may start with, so a bitmap
+# must also declare one of the known DIB header sizes (BITMAPCOREHEADER to BITMAPV5HEADER).
+_BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECASE)
 
 
@@ -86,6 +89,10 @@ def sniff_image(data: bytes, *, complete: bool) -> SniffedImage | None:
     if media_type in ("application/xml", "text/xml") and b"<svg" in data:
         media_type = SVG
     if not media_type.startswith("image/"):
+        return None
+    if media_type == "image/bmp" and int.from_bytes(data[14:18], "little") not in (
+        _BMP_DIB_HEADER_SIZES
+    ):
         return None
     width, height = imagesize.get(io.BytesIO(data))
     width, height = _dimension(width), _dimension(height)
