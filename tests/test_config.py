@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -50,3 +52,31 @@ def test_production_refuses_insecure_secret_key(key: str) -> None:
 def test_production_accepts_a_long_random_key() -> None:
     settings = _settings(environment="production", secret_key="k" * 48)
     assert settings.environment == "production"
+
+
+def test_url_check_settings_have_safe_defaults() -> None:
+    settings = _settings()
+    assert settings.image_fetch_allowed_networks == []
+    assert settings.image_fetch_allowed_ports == []
+    assert settings.image_fetch_max_redirects == 3
+    assert settings.image_fetch_concurrency == 32
+    assert settings.image_sniff is True
+
+
+def test_example_env_file_holds_the_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    from_example = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert from_example.model_dump() == _settings().model_dump()
+
+
+def test_allowed_ports_are_read_from_comma_separated_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMAGE_FETCH_ALLOWED_PORTS", "443, 8443")
+    assert _settings().image_fetch_allowed_ports == [443, 8443]
+
+
+@pytest.mark.parametrize("ports", ["0", "65536", "https"])
+def test_invalid_port_is_refused(ports: str) -> None:
+    with pytest.raises(ValidationError):
+        _settings(image_fetch_allowed_ports=ports)
