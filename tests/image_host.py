@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ class _CountingServer(ThreadingHTTPServer):
 class ImageHost:
     """Serves fixed routes; records every connection and request it receives."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[tuple[str, str]] = []
         self.host_headers: list[str] = []
         self.routes: dict[str, Route] = {}
@@ -79,6 +80,15 @@ class ImageHost:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.base_url = f"http://{host}:{self.port}"
+        self.server_names: list[str | None] = []  # the TLS SNI each client sent
+        if tls is not None:
+
+            def record_server_name(_: Any, server_name: str | None, __: Any) -> None:
+                self.server_names.append(server_name)
+
+            tls.sni_callback = record_server_name
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self.base_url = f"https://{host}:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._install_default_routes()
 

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
@@ -64,15 +65,19 @@ class SystemResolver:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def create_image_transport(settings: Settings) -> httpx.AsyncHTTPTransport:
+def create_image_transport(
+    settings: Settings, *, verify: ssl.SSLContext | bool = True
+) -> httpx.AsyncHTTPTransport:
     """The one transport every URL check shares (made in the lifespan, closed on shutdown).
 
     A transport, not a client: no cookie jar carrying state from one user's check to the
     next, no automatic redirects, no proxy or certificate settings from the environment.
     Connections are not kept alive: each is opened to an address judged for one check, and
     a TLS connection verified for one host name must not carry another host's request.
+    `verify` is for tests, which trust their own certificate authority.
     """
     return httpx.AsyncHTTPTransport(
+        verify=verify,
         trust_env=False,
         retries=0,
         limits=httpx.Limits(
