@@ -160,16 +160,16 @@ class ImageChecker:
         """Accept the URL when it answers 2xx and its first bytes are an image of an
         allowed type (or, with sniffing off, when HEAD claims one)."""
         url = normalise_image_url(raw_url)
-        loop = asyncio.get_running_loop()
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout_at(deadline):
                 async with self._slots:
                     session = FetchSession(
                         transport=self._transport,
                         resolver=self._resolver,
                         policy=self._policy,
                         redirects_left=self._max_redirects,
-                        deadline=loop.time() + self._timeout,
+                        deadline=deadline,
                     )
                     if self._sniff:
                         return await self._check_bytes(session, url)
