@@ -178,12 +178,14 @@ async def recheck_image(
     checked_url = image.image_url
     await end_read_transaction(session)
     checked = await checker.check(checked_url)
+    values = _metadata(checked)
+    del values["image_url"]  # the URL stays as stored, even if it is spelt differently now
     # Written only if the URL is still the one checked: a PATCH that changed it meanwhile
     # stored its own check's results, which these must not overwrite.
     result = await session.execute(
         update(Image)
         .where(Image.id == image_id, Image.image_url == checked_url)
-        .values(**_metadata(checked), updated_at=utcnow())
+        .values(**values, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if result.rowcount == 0:  # type: ignore[attr-defined]

@@ -712,3 +712,42 @@ class TestAllowedNetworksAreNeeded:
         for url in (allowed.url("/cat.png"), f"http://localhost:{allowed.port}/cat.png"):
             assert_error(await _add(client, alice, url), 422, "image_url_forbidden")
         assert allowed.connections == 0
+
+
+class TestRecheckRace:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"image_fetch_timeout": 5.0}
+
+    async def test_recheck_does_not_overwrite_a_url_changed_meanwhile(
+        self, client: httpx.AsyncClient, allowed: ImageHost
+    ) -> None:
+        gate_closed = threading.Event()
+        entered = threading.Event()
+        release = threading.Event()
+        serve_gif = _serve(make_image("GIF", (9, 9)), "image/gif")
+
+        def gated(handler: BaseHTTPRequestHandler) -> None:
+            if handler.command == "GET" and gate_closed.is_set():
+                entered.set()
+                release.wait(5)
+            serve_gif(handler)
+
+        allowed.routes["/gated.gif"] = gated
+        alice = await sign_up(client, "alice")
+        image = (await _add(client, alice, allowed.url("/gated.gif"))).json()
+        path = f"/users/{alice.id}/images/{image['id']}"
+        gate_closed.set()
+        recheck = asyncio.create_task(client.post(f"{path}/recheck", headers=alice.headers))
+        try:
+            assert await asyncio.to_thread(entered.wait, 5)
+            moved = await client.patch(
+                path, json={"image_url": allowed.url("/cat.png")}, headers=alice.headers
+            )
+            assert moved.status_code == 200, moved.text
+        finally:
+            release.set()
+        assert_error(await recheck, 409, "image_changed")
+        stored = (await client.get(path)).json()
+        assert stored == moved.json()
+        assert (stored["content_type"], stored["width"], stored["height"]) == ("image/png", 3, 2)
