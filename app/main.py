@@ -12,13 +12,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import service as accounts_service
 from app.accounts.router import router as accounts_router
+from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
 from app.errors import install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.router import router as images_router
+from app.mail import Mailer
 from app.pagination import CursorCodec
+from app.rate_limits import RateLimiter
 from app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secret_key = resolve_secret_key(settings)
         engine = create_engine(settings)
         http_client = httpx.AsyncClient(
             timeout=settings.image_fetch_timeout,
@@ -79,8 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.password_hasher = PasswordHasher()
-        app.state.token_service = TokenService(settings)
-        app.state.cursor_codec = CursorCodec(settings.secret_key.get_secret_value().encode())
+        app.state.token_service = TokenService(settings, secret_key)
+        app.state.cursor_codec = CursorCodec(secret_key.encode())
+        app.state.rate_limiter = RateLimiter(settings)
+        app.state.mailer = Mailer(settings)
         app.state.image_checker = ImageChecker(http_client, settings)
         try:
             await _bootstrap_admin(app, settings)

@@ -29,7 +29,7 @@ from tests.image_host import ImageHost
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("images", "users")
+TABLES = ("account_tokens", "refresh_tokens", "account_sessions", "images", "users")
 
 
 def _backends() -> list[str]:
@@ -124,6 +124,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": TEST_SECRET,
         "image_fetch_timeout": 1.0,
+        # Limits are tested on their own (tests/accounts/test_rate_limits.py); elsewhere
+        # a suite's many sign-ins must not trip them.
+        "rate_limit_enabled": False,
+        "smtp_host": None,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.accounts.security import PasswordHasher
-from app.accounts.service import register
+from app.accounts.service import create_user
 
 PASSWORD = "a-long-enough-passphrase"
 
@@ -53,7 +53,7 @@ async def sign_up_admin(app: FastAPI, client: httpx.AsyncClient, username: str =
     """Create an admin the way the start-up bootstrap does, then sign in through the API."""
     async with app.state.sessionmaker() as session, session.begin():
         hasher: PasswordHasher = app.state.password_hasher
-        user = await register(
+        user = await create_user(
             session,
             hasher,
             username=username,
