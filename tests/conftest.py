@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.config import Settings
 from app.main import create_app
 from tests.image_host import ImageHost
+from tests.mail_server import MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
@@ -116,6 +117,34 @@ def image_host() -> Iterator[ImageHost]:
     host.start()
     yield host
     host.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server() -> Iterator[MailServer]:
+    """A real SMTP server on 127.0.0.1 that keeps every mail it receives."""
+    server = MailServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail(mail_server: MailServer) -> Iterator[MailServer]:
+    """The SMTP server, emptied for this test; pair it with `mail_settings` overrides."""
+    mail_server.clear()
+    yield mail_server
+    mail_server.clear()
+
+
+def mail_settings(server: MailServer) -> dict[str, Any]:
+    """Settings that deliver account mail to the test SMTP server."""
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": server.port,
+        "smtp_starttls": False,
+        "smtp_timeout": 2.0,
+        "frontend_url": "http://app.test",
+    }
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
