@@ -162,7 +162,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-async def _empty_tables(database_url: str) -> None:
+async def empty_tables(database_url: str) -> None:
     engine = create_async_engine(database_url)
     try:
         async with engine.begin() as connection:
@@ -191,7 +191,7 @@ async def app(database_url: str, settings_overrides: dict[str, Any]) -> AsyncIte
         async with LifespanManager(application):
             yield application
     finally:
-        await _empty_tables(database_url)
+        await empty_tables(database_url)
 
 
 @pytest.fixture

@@ -10,18 +10,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from jose import jwt
 from sqlalchemy import event, select, update
 
 from app.accounts.models import AccountSession, RefreshToken
 from app.db import utcnow
+from app.main import create_app
 from app.users.models import User
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, empty_tables, make_settings
 from tests.helpers import assert_error, bearer, login_pair, sign_up
 
 
@@ -280,3 +283,26 @@ async def test_token_of_deleted_user_is_refused(app: FastAPI, client: httpx.Asyn
     async with app.state.sessionmaker() as session, session.begin():
         await session.delete(await session.get(User, account.id))
     assert_error(await _me(client, account.token), 401, "invalid_token")
+
+
+async def test_generated_development_key_keeps_tokens_valid_across_restarts(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL keeps the generated key in the working directory: make that a temporary one.
+    monkeypatch.chdir(tmp_path)
+    settings = make_settings(database_url, secret_key=None, environment="development")
+    try:
+        first = create_app(settings)
+        async with LifespanManager(first):
+            transport = httpx.ASGITransport(app=first)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                account = await sign_up(client, "alice")
+        second = create_app(settings)
+        async with LifespanManager(second):
+            transport = httpx.ASGITransport(app=second)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await _me(client, account.token)
+        assert response.status_code == 200
+        assert response.json()["username"] == "alice"
+    finally:
+        await empty_tables(database_url)
