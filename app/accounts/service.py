@@ -23,7 +23,7 @@ from app.accounts.security import (
 )
 from app.accounts.sessions import TokenPair, end_user_sessions, start_session
 from app.config import Settings
-from app.db import utcnow
+from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
 from app.mail import Mail, Outbox
 from app.rate_limits import RateLimiter
@@ -108,18 +108,39 @@ async def create_user(
     """Create an account after checking the password policy and that the identity is free."""
     await ensure_strong_password(password, username=username, email=email)
     await ensure_identity_free(session, username=username, email=email, except_user_id=None)
+    password_hash = await _hash_without_connection(session, hasher, password)
     user = User(
         username=username,
         username_key=username_key(username),
         email=email,
         email_key=email_key(email),
-        password_hash=await hasher.hash(password),
+        password_hash=password_hash,
         is_admin=is_admin,
         is_verified=is_verified,
     )
     session.add(user)
     await flush_identity(session)
     return user
+
+
+async def _hash_without_connection(
+    session: AsyncSession, hasher: PasswordHasher, password: str
+) -> str:
+    """Hash a new password. Nothing has been written yet, so the read transaction ends first:
+    a burst of hashing must not hold every pooled connection while other requests wait."""
+    await end_read_transaction(session)
+    return await hasher.hash(password)
+
+
+async def _verify_without_connection(
+    session: AsyncSession, hasher: PasswordHasher, user: User, password: str
+) -> bool:
+    """Check a password (re-hashing an outdated hash), with no connection held meanwhile."""
+    await end_read_transaction(session)
+    valid, new_hash = await hasher.verify(password, user.password_hash)
+    if valid and new_hash is not None:
+        user.password_hash = new_hash
+    return valid
 
 
 async def _issue_link_token(
@@ -144,27 +165,42 @@ async def _issue_link_token(
     return token
 
 
-async def _consume_link_token(
+async def _find_link_token(
     session: AsyncSession, token: str, purpose: TokenPurpose
 ) -> tuple[AccountToken, User]:
-    """The token's row and its user; the row is deleted, so the token works once."""
-    token_hash = hash_opaque_token(token)
+    """The live token's row and its user, or `InvalidLinkToken`."""
     row = (
         await session.execute(
             select(AccountToken, User)
             .join(User, User.id == AccountToken.user_id)
-            .where(AccountToken.token_hash == token_hash, AccountToken.purpose == purpose)
+            .where(
+                AccountToken.token_hash == hash_opaque_token(token),
+                AccountToken.purpose == purpose,
+            )
         )
     ).first()
     if row is None or row[0].expires_at <= utcnow():
         raise InvalidLinkToken()
+    return row[0], row[1]
+
+
+async def _find_link_token_user(session: AsyncSession, token: str, purpose: TokenPurpose) -> User:
+    return (await _find_link_token(session, token, purpose))[1]
+
+
+async def _consume_link_token(
+    session: AsyncSession, token: str, purpose: TokenPurpose
+) -> tuple[AccountToken, User]:
+    """The token's row and its user; the row is deleted, so the token works once."""
+    stored, user = await _find_link_token(session, token, purpose)
+    token_hash = stored.token_hash
     # Deleting by hash and counting the rows makes two concurrent uses yield one success.
     deleted: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
         delete(AccountToken).where(AccountToken.token_hash == token_hash)
     )
     if deleted.rowcount != 1:
         raise InvalidLinkToken()
-    return row[0], row[1]
+    return stored, user
 
 
 def _link(settings: Settings, page: str, token: str) -> str:
@@ -243,31 +279,30 @@ async def login(
     Limits are counted before any password work, so a flood costs us almost nothing."""
     await limiter.hit("login_address", address)
     user = await find_user_by_login(session, login)
+    # Nothing is written until the password is known to be right: no connection is held
+    # while the limit store is asked and the password is verified.
+    await end_read_transaction(session)
     account_key = f"user:{user.id}" if user is not None else f"login:{username_key(login)}"
     await limiter.hit("login_account", account_key)
     if user is None:
         await hasher.verify_dummy(password)
         raise InvalidCredentials()
-    valid, new_hash = await hasher.verify(password, user.password_hash)
-    if not valid:
+    if not await _verify_without_connection(session, hasher, user, password):
         raise InvalidCredentials()
     if not user.is_active:
         raise InactiveAccount()
     if not user.is_verified:
         raise AccountNotVerified()
-    if new_hash is not None:
-        user.password_hash = new_hash
     user.last_login = utcnow()
     await session.flush()
     return await start_session(session, tokens, user)
 
 
-async def _check_password(hasher: PasswordHasher, user: User, password: str) -> None:
-    valid, new_hash = await hasher.verify(password, user.password_hash)
-    if not valid:
+async def _check_password(
+    session: AsyncSession, hasher: PasswordHasher, user: User, password: str
+) -> None:
+    if not await _verify_without_connection(session, hasher, user, password):
         raise WrongPassword()
-    if new_hash is not None:
-        user.password_hash = new_hash
 
 
 async def change_password(
@@ -280,9 +315,9 @@ async def change_password(
     password: str,
 ) -> None:
     """Set a new password; every other session of the user ends, the caller's stays."""
-    await _check_password(hasher, user, old_password)
+    await _check_password(session, hasher, user, old_password)
     await ensure_strong_password(password, username=user.username, email=user.email)
-    user.password_hash = await hasher.hash(password)
+    user.password_hash = await _hash_without_connection(session, hasher, password)
     await end_user_sessions(session, user.id, except_session_id=current_session_id)
     await session.flush()
 
@@ -326,11 +361,13 @@ async def reset_password(
     session: AsyncSession, hasher: PasswordHasher, *, token: str, password: str
 ) -> None:
     """Set a new password with a mailed token; the token dies and every session ends."""
-    _, user = await _consume_link_token(session, token, "reset_password")
+    user = await _find_link_token_user(session, token, "reset_password")
     if not user.is_active:
         raise InvalidLinkToken()
     await ensure_strong_password(password, username=user.username, email=user.email)
-    user.password_hash = await hasher.hash(password)
+    new_hash = await _hash_without_connection(session, hasher, password)
+    await _consume_link_token(session, token, "reset_password")
+    user.password_hash = new_hash
     # Whoever holds the mailbox just proved it.
     user.is_verified = True
     await session.execute(
@@ -404,7 +441,7 @@ async def delete_account(
 ) -> None:
     """Delete the account after checking the password; its sessions, tokens and images
     go with it (foreign-key cascades)."""
-    await _check_password(hasher, user, password)
+    await _check_password(session, hasher, user, password)
     await session.delete(user)
     await session.flush()
 
