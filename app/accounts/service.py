@@ -390,13 +390,14 @@ async def update_profile(
 ) -> User:
     """Change one's username at once; a new email at once, or (with verification on) only
     once the token mailed to the new address comes back."""
-    if email is not None and email_key(email) == user.email_key:
-        email = None if email == user.email else email
+    if email == user.email:
+        email = None
     await ensure_identity_free(session, username=username, email=email, except_user_id=user.id)
     if username is not None:
         user.username = username
         user.username_key = username_key(username)
     if email is not None:
+        # A new mailbox must prove it is reachable; a change of letter case is the same one.
         if settings.register_verification_enabled and email_key(email) != user.email_key:
             token = await _issue_link_token(
                 session,

@@ -3,6 +3,7 @@ loopback; the tests read the mails, take the token out and finish the flow."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
@@ -15,6 +16,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.models import AccountSession, AccountToken
 from app.db import utcnow
@@ -305,3 +308,30 @@ async def test_delete_account_needs_the_password(app: FastAPI, client: httpx.Asy
     assert_error(await _delete(client, account.token, "not-my-password"), 403, "wrong_password")
     assert await _count(app, User) == 1
     assert (await client.get("/users/me", headers=account.headers)).status_code == 200
+
+
+class _FailingCommitSession(AsyncSession):
+    async def commit(self) -> None:
+        raise OperationalError("COMMIT", {}, Exception("the database went away"))
+
+
+async def test_no_mail_goes_out_when_the_transaction_fails(
+    app: FastAPI, client: httpx.AsyncClient, mail: MailServer
+) -> None:
+    await sign_up(client, "alice")
+    working = app.state.sessionmaker
+    app.state.sessionmaker = async_sessionmaker(
+        app.state.engine, class_=_FailingCommitSession, expire_on_commit=False
+    )
+    try:
+        response = await _send_link(client, "alice")
+    finally:
+        app.state.sessionmaker = working
+    assert_error(response, 503, "database_unavailable")
+    # The mail is sent only after a commit; give a wrongly sent one time to arrive.
+    await asyncio.sleep(0.3)
+    assert mail.mails_to("alice@example.com") == []
+    assert await _count(app, AccountToken) == 0
+    # The same request with a working database does send it.
+    assert (await _send_link(client, "alice")).status_code == 202
+    await mail.wait_for("alice@example.com")
