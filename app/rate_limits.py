@@ -65,8 +65,15 @@ class RateLimiter:
         if not self.enabled:
             return
         for item in self._limits[name]:
-            if not await self._strategy.hit(item, name, key):
-                stats = await self._strategy.get_window_stats(item, name, key)
+            try:
+                allowed = await self._strategy.hit(item, name, key)
+                stats = None if allowed else await self._strategy.get_window_stats(item, name, key)
+            except Exception:
+                # An unreachable limit store must not lock everybody out of their accounts:
+                # fail open, loudly.
+                logger.exception("rate limit store failed; %s not counted", name)
+                return
+            if stats is not None:
                 retry_after = max(1, math.ceil(stats.reset_time - time.time()))
                 logger.info("rate limit %s reached for %s", name, key)
                 raise RateLimited(retry_after)

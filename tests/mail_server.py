@@ -52,7 +52,7 @@ class _Handler:
         return "250 OK"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -62,7 +62,7 @@ class MailServer:
     """An SMTP server in a thread on loopback; `wait_for` returns the mails to an address."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._mails: list[ReceivedMail] = []
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port)

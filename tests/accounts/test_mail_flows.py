@@ -27,7 +27,7 @@ from app.users.models import User
 from tests.conftest import empty_tables, mail_settings, make_settings
 from tests.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
 from tests.image_host import ImageHost
-from tests.mail_server import MailServer, _free_port
+from tests.mail_server import MailServer, free_port
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
 
@@ -191,7 +191,7 @@ async def test_unreachable_mail_server_does_not_fail_the_request(
     settings = make_settings(
         database_url,
         smtp_host="127.0.0.1",
-        smtp_port=_free_port(),
+        smtp_port=free_port(),
         smtp_starttls=False,
         smtp_timeout=1.0,
     )

@@ -4,6 +4,7 @@ client address they count per (X-Forwarded-For only from trusted proxies)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,8 +18,9 @@ from sqlalchemy import func, select
 from app.main import create_app
 from app.rate_limits import client_address
 from app.users.models import User
-from tests.conftest import make_settings
+from tests.conftest import empty_tables, make_settings
 from tests.helpers import PASSWORD, assert_error, sign_up
+from tests.mail_server import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WRONG_PASSWORD = "wrong-password-1"
@@ -241,3 +243,25 @@ def test_client_address_believes_forwarded_for_only_from_trusted_proxies(
     peer: str | None, forwarded: str | None, trusted: list[str], expected: str
 ) -> None:
     assert client_address(peer, forwarded, _networks(*trusted)) == expected
+
+
+async def test_unreachable_redis_lets_requests_through_and_logs(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(
+        database_url,
+        rate_limit_enabled=True,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    application = create_app(settings)
+    try:
+        async with LifespanManager(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                with caplog.at_level(logging.ERROR, logger="app.rate_limits"):
+                    await sign_up(client, "alice")
+                    response = await _login(client, "alice", PASSWORD)
+        assert response.status_code == 200
+        assert "rate limit store failed" in caplog.text
+    finally:
+        await empty_tables(database_url)
