@@ -107,8 +107,10 @@ async def create_user(
 ) -> User:
     """Create an account after checking the password policy and that the identity is free."""
     await ensure_strong_password(password, username=username, email=email)
+    # Hashed before the first query, so no connection is held while hashing (and callers
+    # with a transaction of their own, like the admin bootstrap, keep it).
+    password_hash = await hasher.hash(password)
     await ensure_identity_free(session, username=username, email=email, except_user_id=None)
-    password_hash = await _hash_without_connection(session, hasher, password)
     user = User(
         username=username,
         username_key=username_key(username),
