@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -12,6 +16,7 @@ from app.users.models import User
 from tests.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def _register_body(username: str, password: str) -> dict[str, str]:
@@ -21,6 +26,14 @@ def _register_body(username: str, password: str) -> dict[str, str]:
         "password": password,
         "password_confirm": password,
     }
+
+
+def test_common_password_list_is_not_read_at_import() -> None:
+    script = (
+        "import app.main, app.accounts.password_policy as policy;"
+        "assert policy.common_passwords.cache_info().currsize == 0"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT)  # noqa: S603
 
 
 def test_common_password_list_is_shipped_and_large() -> None:

@@ -3,6 +3,7 @@ access-token checks (tampering, expiry, audience, type, revoked sessions)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -306,3 +307,18 @@ async def test_generated_development_key_keeps_tokens_valid_across_restarts(
         assert response.json()["username"] == "alice"
     finally:
         await empty_tables(database_url)
+
+
+async def test_concurrent_refreshes_with_one_token_never_both_succeed(
+    client: httpx.AsyncClient,
+) -> None:
+    await sign_up(client, "alice")
+    pair = await login_pair(client, "alice")
+    first, second = await asyncio.gather(
+        _refresh(client, pair["refresh_token"]), _refresh(client, pair["refresh_token"])
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    # One wins. The other is a reuse (401, session ended) or, on SQLite, whose single writer
+    # refuses a stale snapshot, a retryable 503; never a second new pair.
+    assert statuses[0] == 200, statuses
+    assert statuses[1] in {401, 503}, statuses
