@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format migrate clean
+.PHONY: run test lint format migrate bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ format: $(VENV)/.installed-dev
 
 migrate: $(VENV)/.installed
 	$(BIN)/gallery migrate
+
+## Latency of GET /users during bursts of 20 concurrent logins (loopback, temporary SQLite).
+bench: $(VENV)/.installed
+	$(BIN)/python bench/login_burst.py --output bench/results/login_burst.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

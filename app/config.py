@@ -6,6 +6,7 @@ import ipaddress
 from functools import cached_property
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,8 +20,9 @@ DEFAULT_IMAGE_TYPES = (
 )
 
 
-# Signs tokens in development only: production refuses to start with it.
+# Values that have been published as examples: production refuses to start with them.
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+EXAMPLE_SECRET_KEYS = frozenset({DEVELOPMENT_SECRET_KEY, "change-me", "changeme", "secret"})
 MIN_SECRET_KEY_BYTES = 32
 
 
@@ -39,9 +41,34 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite+aiosqlite:///./gallery.db"
     database_pool_size: int = Field(default=10, ge=1)
-    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
+    # Unset in development: a key is generated once and kept beside the database
+    # (app/accounts/secret_key.py). Production refuses to start without a strong one.
+    secret_key: SecretStr | None = None
     access_token_expire_minutes: int = Field(default=15, ge=1)
+    refresh_token_expire_days: int = Field(default=14, ge=1)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+
+    register_verification_enabled: bool = False
+    reset_password_expire_minutes: int = Field(default=60, ge=1)
+    verification_expire_hours: int = Field(default=48, ge=1)
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = True
+    smtp_timeout: float = Field(default=10.0, gt=0, le=120)
+    mail_from: str = "Gallery API <no-reply@localhost>"
+    frontend_url: str = "http://127.0.0.1:8000"
+
+    rate_limit_enabled: bool = True
+    rate_limit_login_per_account: str = "10/minute"
+    rate_limit_login_per_address: str = "30/minute"
+    rate_limit_register_per_address: str = "10/hour"
+    rate_limit_reset_per_address: str = "5/hour"
+    redis_url: str | None = None
+    rate_limit_key_prefix: str = "gallery-api"
+    trusted_proxies: Annotated[list[str], NoDecode] = []
 
     admin_username: str | None = None
     admin_email: str | None = None
@@ -58,7 +85,17 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
-    @field_validator("admin_username", "admin_email", "admin_password", mode="before")
+    @field_validator(
+        "admin_username",
+        "admin_email",
+        "admin_password",
+        "secret_key",
+        "smtp_host",
+        "smtp_username",
+        "smtp_password",
+        "redis_url",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -71,7 +108,24 @@ class Settings(BaseSettings):
             return [str(item).lower() for item in parsed]
         return parsed
 
-    @field_validator("image_fetch_allowed_networks", mode="before")
+    @field_validator(
+        "rate_limit_login_per_account",
+        "rate_limit_login_per_address",
+        "rate_limit_register_per_address",
+        "rate_limit_reset_per_address",
+    )
+    @classmethod
+    def _parse_rate_limit(cls, value: str) -> str:
+        # Fail at start-up, not at the first login, on a limit the library cannot read.
+        parse_many(value)
+        return value
+
+    @field_validator("frontend_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("image_fetch_allowed_networks", "trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
         parsed = _split_csv(value)
@@ -94,13 +148,18 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
         if self.environment == "production":
-            key = self.secret_key.get_secret_value()
-            if key == DEVELOPMENT_SECRET_KEY or len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            key = self.secret_key.get_secret_value() if self.secret_key else ""
+            if key in EXAMPLE_SECRET_KEYS or len(key.encode()) < MIN_SECRET_KEY_BYTES:
                 raise ValueError(
                     f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_BYTES}"
                     " bytes when ENVIRONMENT=production"
                 )
         return self
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The proxies whose `X-Forwarded-For` is believed."""
+        return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
 
     @cached_property
     def is_sqlite(self) -> bool:

@@ -32,6 +32,10 @@ class AppError(Exception):
             self.code = code
         super().__init__(self.detail)
 
+    def response_headers(self) -> dict[str, str] | None:
+        """Headers to send with the error (a subclass may compute them per instance)."""
+        return self.headers
+
 
 class NotAuthenticated(AppError):
     status_code = status.HTTP_401_UNAUTHORIZED
@@ -122,7 +126,7 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     errors = getattr(exc, "errors", None)
     if errors is not None or exc.status_code == 422:
         body["errors"] = errors or []
-    return _json(exc.status_code, body, exc.headers)
+    return _json(exc.status_code, body, exc.response_headers())
 
 
 _HTTP_CODES = {

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import service as accounts_service
 from app.accounts.router import router as accounts_router
+from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
@@ -18,7 +19,9 @@ from app.errors import install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.router import router as images_router
+from app.mail import Mailer
 from app.pagination import CursorCodec
+from app.rate_limits import RateLimiter
 from app.users.router import router as users_router
 
 logger = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        secret_key = resolve_secret_key(settings)
         engine = create_engine(settings)
         image_transport = create_image_transport(settings)
         # The system resolver is ours to close; an injected one belongs to its caller.
@@ -85,8 +89,10 @@ def create_app(
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.password_hasher = PasswordHasher()
-        app.state.token_service = TokenService(settings)
-        app.state.cursor_codec = CursorCodec(settings.secret_key.get_secret_value().encode())
+        app.state.token_service = TokenService(settings, secret_key)
+        app.state.cursor_codec = CursorCodec(secret_key.encode())
+        app.state.rate_limiter = RateLimiter(settings)
+        app.state.mailer = Mailer(settings)
         app.state.image_checker = ImageChecker(image_transport, settings, resolver)
         try:
             await _bootstrap_admin(app, settings)

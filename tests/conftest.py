@@ -27,10 +27,11 @@ from app.config import Settings
 from app.images.fetcher import Resolver
 from app.main import create_app
 from tests.image_host import ImageHost
+from tests.mail_server import MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("images", "users")
+TABLES = ("account_tokens", "refresh_tokens", "account_sessions", "images", "users")
 
 
 def _backends() -> list[str]:
@@ -119,6 +120,34 @@ def image_host() -> Iterator[ImageHost]:
     host.stop()
 
 
+@pytest.fixture(scope="session")
+def mail_server() -> Iterator[MailServer]:
+    """A real SMTP server on 127.0.0.1 that keeps every mail it receives."""
+    server = MailServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mail(mail_server: MailServer) -> Iterator[MailServer]:
+    """The SMTP server, emptied for this test; pair it with `mail_settings` overrides."""
+    mail_server.clear()
+    yield mail_server
+    mail_server.clear()
+
+
+def mail_settings(server: MailServer) -> dict[str, Any]:
+    """Settings that deliver account mail to the test SMTP server."""
+    return {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": server.port,
+        "smtp_starttls": False,
+        "smtp_timeout": 2.0,
+        "frontend_url": "http://app.test",
+    }
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "environment": "test",
@@ -128,12 +157,16 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # The image hosts tests start on 127.0.0.1 are exempt from the SSRF guard; every
         # other address, 127.0.0.2 included, stays forbidden.
         "image_fetch_allowed_networks": ["127.0.0.1/32"],
+        # Limits are tested on their own (tests/accounts/test_rate_limits.py); elsewhere
+        # a suite's many sign-ins must not trip them.
+        "rate_limit_enabled": False,
+        "smtp_host": None,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-async def _empty_tables(database_url: str) -> None:
+async def empty_tables(database_url: str) -> None:
     engine = create_async_engine(database_url)
     try:
         async with engine.begin() as connection:
@@ -172,7 +205,7 @@ async def app(
         async with LifespanManager(application):
             yield application
     finally:
-        await _empty_tables(database_url)
+        await empty_tables(database_url)
 
 
 @pytest.fixture

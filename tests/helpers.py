@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.accounts.security import PasswordHasher
-from app.accounts.service import register
+from app.accounts.service import create_user
 
 PASSWORD = "a-long-enough-passphrase"
 
@@ -26,11 +26,23 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def login(client: httpx.AsyncClient, login: str, password: str = PASSWORD) -> str:
+async def login_pair(
+    client: httpx.AsyncClient, login: str, password: str = PASSWORD
+) -> dict[str, Any]:
+    """Sign in; the whole answer: access_token, token_type, expires_in, refresh_token."""
     response = await client.post("/accounts/login", json={"login": login, "password": password})
     assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def login(client: httpx.AsyncClient, login: str, password: str = PASSWORD) -> str:
+    token: str = (await login_pair(client, login, password))["access_token"]
     return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def sign_up(client: httpx.AsyncClient, username: str) -> Account:
@@ -53,7 +65,7 @@ async def sign_up_admin(app: FastAPI, client: httpx.AsyncClient, username: str =
     """Create an admin the way the start-up bootstrap does, then sign in through the API."""
     async with app.state.sessionmaker() as session, session.begin():
         hasher: PasswordHasher = app.state.password_hasher
-        user = await register(
+        user = await create_user(
             session,
             hasher,
             username=username,

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import stat
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from app.accounts.secret_key import SECRET_KEY_FILE_NAME, resolve_secret_key, secret_key_path
 from app.config import DEVELOPMENT_SECRET_KEY, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _settings(**values: object) -> Settings:
@@ -43,10 +50,101 @@ def test_blank_admin_settings_mean_unset() -> None:
     assert settings.admin_password is None
 
 
-@pytest.mark.parametrize("key", [DEVELOPMENT_SECRET_KEY, "short"])
-def test_production_refuses_insecure_secret_key(key: str) -> None:
+def _example_secret_key() -> str:
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.startswith("SECRET_KEY="):
+            return line.removeprefix("SECRET_KEY=")
+    raise AssertionError(".env.example lists no SECRET_KEY")
+
+
+@pytest.mark.parametrize("key", [DEVELOPMENT_SECRET_KEY, "short", "x" * 31, "", None])
+def test_production_refuses_insecure_secret_key(key: str | None) -> None:
     with pytest.raises(ValidationError, match="SECRET_KEY"):
         _settings(environment="production", secret_key=key)
+
+
+def test_production_refuses_the_env_example_secret_key() -> None:
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        _settings(environment="production", secret_key=_example_secret_key())
+
+
+def test_production_refuses_missing_secret_key_from_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(ValidationError, match="SECRET_KEY"):
+        _settings(environment="production")
+
+
+def test_development_key_is_generated_once_beside_the_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'data' / 'g.db'}")
+    assert settings.secret_key is None
+    path = secret_key_path(settings)
+    assert path == tmp_path / "data" / SECRET_KEY_FILE_NAME
+    with caplog.at_level(logging.WARNING):
+        first = resolve_secret_key(settings)
+    assert "SECRET_KEY is not set" in caplog.text
+    assert len(first.encode()) >= 32
+    assert path.read_text() == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    caplog.clear()
+    assert resolve_secret_key(settings) == first
+    assert "SECRET_KEY is not set" not in caplog.text
+    assert not list(path.parent.glob("*.tmp"))
+
+
+def test_development_key_for_postgresql_lives_in_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = _settings(database_url="postgresql+asyncpg://user@127.0.0.1:5432/gallery")
+    assert secret_key_path(settings) == tmp_path / SECRET_KEY_FILE_NAME
+    assert resolve_secret_key(settings) == (tmp_path / SECRET_KEY_FILE_NAME).read_text()
+
+
+def test_workers_starting_together_agree_on_the_generated_key(tmp_path: Path) -> None:
+    settings = _settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}")
+    barrier = threading.Barrier(8)
+
+    def start_worker() -> str:
+        barrier.wait()
+        return resolve_secret_key(settings)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = list(pool.map(lambda _: start_worker(), range(8)))
+    assert len(set(keys)) == 1
+    assert (tmp_path / SECRET_KEY_FILE_NAME).read_text() == keys[0]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_configured_secret_key_is_used_as_is(tmp_path: Path) -> None:
+    settings = _settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", secret_key="k" * 40
+    )
+    assert resolve_secret_key(settings) == "k" * 40
+    assert not (tmp_path / SECRET_KEY_FILE_NAME).exists()
+
+
+@pytest.mark.parametrize("limit", ["ten per minute", "10/fortnight", ""])
+def test_unreadable_rate_limit_is_refused_at_start(limit: str) -> None:
+    with pytest.raises(ValidationError):
+        _settings(rate_limit_login_per_account=limit)
+
+
+def test_account_settings_defaults() -> None:
+    settings = _settings()
+    assert settings.access_token_expire_minutes == 15
+    assert settings.refresh_token_expire_days == 14
+    assert settings.reset_password_expire_minutes == 60
+    assert settings.rate_limit_enabled is True
+    assert settings.rate_limit_login_per_account == "10/minute"
+    assert settings.rate_limit_login_per_address == "30/minute"
+    assert settings.rate_limit_register_per_address == "10/hour"
+    assert settings.rate_limit_reset_per_address == "5/hour"
+    assert settings.redis_url is None
+    assert settings.smtp_host is None
 
 
 def test_production_accepts_a_long_random_key() -> None:

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.conftest import alembic_config, migrate, new_database
 
+TABLES = {"users", "images", "account_sessions", "refresh_tokens", "account_tokens"}
+
 
 async def _tables(url: str) -> set[str]:
     engine = create_async_engine(url)
@@ -27,11 +29,11 @@ async def _tables(url: str) -> set[str]:
 async def test_upgrade_downgrade_upgrade(backend: str, tmp_path: Path) -> None:
     async with new_database(backend, tmp_path) as url:
         await migrate(url, "head")
-        assert await _tables(url) == {"users", "images"}
+        assert await _tables(url) == TABLES
         await migrate(url, "base", down=True)
         assert await _tables(url) == set()
         await migrate(url, "head")
-        assert await _tables(url) == {"users", "images"}
+        assert await _tables(url) == TABLES
 
 
 async def test_models_and_migrations_do_not_drift(backend: str, tmp_path: Path) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import select
 
+from app.accounts.models import AccountSession
 from app.accounts.security import PasswordHasher, TokenService
-from app.db import SessionDep
+from app.config import Settings
+from app.db import SessionDep, utcnow
 from app.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.users.models import User
 
@@ -26,29 +30,66 @@ def get_password_hasher(request: Request) -> PasswordHasher:
     return hasher
 
 
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 
 
-async def _optional_user(
+@dataclass(frozen=True)
+class Authenticated:
+    """The caller and the sign-in session their access token belongs to."""
+
+    user: User
+    session_id: int
+
+
+async def _optional_auth(
     session: SessionDep,
     tokens: TokenServiceDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> User | None:
+) -> Authenticated | None:
     if token is None:
         return None
-    user_id = tokens.read_access_token(token)
-    user = await session.get(User, user_id)
-    # A deleted or deactivated user's token stops working at once, not at expiry.
+    claims = tokens.read_access_token(token)
+    # One indexed query: the session (by primary key) and its user. A logged-out session,
+    # or a deleted or deactivated user, ends the token at once, not at expiry.
+    user = (
+        await session.execute(
+            select(User)
+            .join(AccountSession, AccountSession.user_id == User.id)
+            .where(
+                AccountSession.id == claims.session_id,
+                AccountSession.expires_at > utcnow(),
+                User.id == claims.user_id,
+            )
+        )
+    ).scalar_one_or_none()
     if user is None or not user.is_active:
         raise InvalidToken()
-    return user
+    return Authenticated(user=user, session_id=claims.session_id)
 
 
-async def _current_user(user: Annotated[User | None, Depends(_optional_user)]) -> User:
-    if user is None:
+async def _optional_user(
+    auth: Annotated[Authenticated | None, Depends(_optional_auth)],
+) -> User | None:
+    return auth.user if auth is not None else None
+
+
+async def _current_auth(
+    auth: Annotated[Authenticated | None, Depends(_optional_auth)],
+) -> Authenticated:
+    if auth is None:
         raise NotAuthenticated()
-    return user
+    return auth
+
+
+async def _current_user(auth: Annotated[Authenticated, Depends(_current_auth)]) -> User:
+    return auth.user
 
 
 async def _admin_user(user: Annotated[User, Depends(_current_user)]) -> User:
@@ -57,6 +98,7 @@ async def _admin_user(user: Annotated[User, Depends(_current_user)]) -> User:
     return user
 
 
+CurrentAuth = Annotated[Authenticated, Depends(_current_auth)]
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 AdminUser = Annotated[User, Depends(_admin_user)]

@@ -1,25 +1,48 @@
-"""Account endpoints: register, sign in, and the caller's own profile."""
+"""Account endpoints: register and verify, sign in and out, refresh, passwords, profile."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from app.accounts import service
-from app.accounts.dependencies import CurrentUser, PasswordHasherDep, TokenServiceDep
+from app.accounts import service, sessions
+from app.accounts.dependencies import (
+    CurrentAuth,
+    CurrentUser,
+    PasswordHasherDep,
+    SettingsDep,
+    TokenServiceDep,
+)
 from app.accounts.password_policy import WeakPassword
-from app.accounts.schemas import LoginForm, LoginRequest, RegisterRequest, TokenResponse
+from app.accounts.schemas import (
+    ChangePasswordRequest,
+    DeleteAccountRequest,
+    LinkTokenRequest,
+    LoginForm,
+    LoginRequest,
+    Message,
+    ProfileUpdate,
+    RefreshRequest,
+    RegisterRequest,
+    ResetPasswordRequest,
+    SendResetLinkRequest,
+    TokenResponse,
+)
+from app.accounts.sessions import TokenPair
 from app.db import SessionDep
 from app.errors import (
     InactiveAccount,
     InvalidCredentials,
     InvalidInput,
+    InvalidToken,
     NotAuthenticated,
     error_responses,
 )
+from app.mail import OutboxDep
+from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
 from app.users.models import User
 from app.users.schemas import UserPrivate
 
@@ -52,38 +75,180 @@ _LOGIN_BODY: dict[str, Any] = {
 }
 
 
+def _token_response(pair: TokenPair) -> TokenResponse:
+    return TokenResponse(
+        access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
+    )
+
+
+RESET_LINK_SENT = "If an account matches, a link to reset its password has been mailed."
+
+
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserPrivate,
     summary="Create an account",
-    responses=error_responses(service.UsernameTaken, service.EmailTaken, WeakPassword),
+    responses=error_responses(service.UsernameTaken, service.EmailTaken, WeakPassword, RateLimited),
 )
-async def register(body: RegisterRequest, session: SessionDep, hasher: PasswordHasherDep) -> User:
-    """Create an account. The password must have 8+ characters, not only digits,
-    and differ from the username and email."""
+async def register(
+    body: RegisterRequest,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
+    outbox: OutboxDep,
+    settings: SettingsDep,
+    address: ClientAddress,
+) -> User:
+    """Create an account. The password needs 8 to 128 characters, not only digits, not
+    close to the username or email, and not a common password. With
+    REGISTER_VERIFICATION_ENABLED a confirmation link is mailed, required before signing in."""
     return await service.register(
-        session, hasher, username=body.username, email=body.email, password=body.password
+        session,
+        hasher,
+        limiter,
+        outbox,
+        settings,
+        address=address,
+        username=body.username,
+        email=body.email,
+        password=body.password,
     )
+
+
+@router.post(
+    "/verify-registration",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Confirm a new account",
+    responses=error_responses(service.InvalidLinkToken, InvalidInput),
+)
+async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> None:
+    """Confirm the account with the token from the registration mail (single use)."""
+    await service.verify_registration(session, token=body.token)
 
 
 @router.post(
     "/login",
     response_model=TokenResponse,
-    summary="Sign in and get an access token",
+    summary="Sign in and get a token pair",
     openapi_extra=_LOGIN_BODY,
-    responses=error_responses(InvalidCredentials, InactiveAccount, InvalidInput),
+    responses=error_responses(
+        InvalidCredentials, InactiveAccount, service.AccountNotVerified, InvalidInput, RateLimited
+    ),
 )
 async def login(
     body: Annotated[LoginRequest, Depends(_login_body)],
     session: SessionDep,
     hasher: PasswordHasherDep,
     tokens: TokenServiceDep,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
 ) -> TokenResponse:
-    """Exchange a username (or email) and password for a bearer access token.
-    Accepts JSON `{login, password}` or the OAuth2 password form used by /docs."""
-    token = await service.login(session, hasher, tokens, login=body.login, password=body.password)
-    return TokenResponse(access_token=token.token, expires_in=token.expires_in)
+    """Exchange a username (or email) and password for an access token and a refresh token,
+    starting a session. Accepts JSON `{login, password}` or the OAuth2 password form."""
+    pair = await service.login(
+        session,
+        hasher,
+        tokens,
+        limiter,
+        address=address,
+        login=body.login,
+        password=body.password,
+    )
+    return _token_response(pair)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenResponse,
+    summary="Trade a refresh token for a new pair",
+    responses=error_responses(InvalidToken, InvalidInput),
+)
+async def refresh(
+    body: RefreshRequest, session: SessionDep, tokens: TokenServiceDep
+) -> TokenResponse:
+    """Rotate: the refresh token stops working and a new pair is returned. A refresh token
+    used twice ends its whole session (the second use is taken as theft)."""
+    return _token_response(await sessions.refresh_session(session, tokens, body.refresh_token))
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Sign out of this session",
+    responses=error_responses(NotAuthenticated),
+)
+async def logout(auth: CurrentAuth, session: SessionDep) -> None:
+    """End the current session: its access and refresh tokens stop working at once."""
+    await sessions.end_session(session, auth.session_id)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Sign out everywhere",
+    responses=error_responses(NotAuthenticated),
+)
+async def logout_all(user: CurrentUser, session: SessionDep) -> None:
+    """End every session of the signed-in user, this one included."""
+    await sessions.end_user_sessions(session, user.id)
+
+
+@router.post(
+    "/change-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Change the password",
+    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword),
+)
+async def change_password(
+    body: ChangePasswordRequest, auth: CurrentAuth, session: SessionDep, hasher: PasswordHasherDep
+) -> None:
+    """Set a new password (the old one is required); every other session is ended."""
+    await service.change_password(
+        session,
+        hasher,
+        auth.user,
+        current_session_id=auth.session_id,
+        old_password=body.old_password,
+        password=body.password,
+    )
+
+
+@router.post(
+    "/send-reset-password-link",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    summary="Mail a password reset link",
+    responses=error_responses(InvalidInput, RateLimited),
+)
+async def send_reset_password_link(
+    body: SendResetLinkRequest,
+    session: SessionDep,
+    limiter: RateLimiterDep,
+    outbox: OutboxDep,
+    settings: SettingsDep,
+    address: ClientAddress,
+) -> Message:
+    """Mail a single-use reset link to the account with this username or email. The answer
+    is the same whether or not such an account exists."""
+    await service.send_reset_password_link(
+        session, limiter, outbox, settings, address=address, login=body.login
+    )
+    return Message(detail=RESET_LINK_SENT)
+
+
+@router.post(
+    "/reset-password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with a mailed token",
+    responses=error_responses(service.InvalidLinkToken, WeakPassword),
+)
+async def reset_password(
+    body: ResetPasswordRequest, session: SessionDep, hasher: PasswordHasherDep
+) -> None:
+    """Set a new password with the token from the reset mail; the token works once and every
+    session of the account ends."""
+    await service.reset_password(session, hasher, token=body.token, password=body.password)
 
 
 @router.get(
@@ -95,3 +260,51 @@ async def login(
 async def profile(user: CurrentUser) -> User:
     """The signed-in user, email included."""
     return user
+
+
+@router.patch(
+    "/profile",
+    response_model=UserPrivate,
+    summary="Change one's username or email",
+    responses=error_responses(
+        NotAuthenticated, service.UsernameTaken, service.EmailTaken, InvalidInput
+    ),
+)
+async def update_profile(
+    body: ProfileUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    outbox: OutboxDep,
+    settings: SettingsDep,
+) -> User:
+    """Change the username, or the email. With REGISTER_VERIFICATION_ENABLED a new email
+    takes effect only after the link mailed to it is followed (POST /accounts/verify-email)."""
+    return await service.update_profile(
+        session, outbox, settings, user, username=body.username, email=body.email
+    )
+
+
+@router.post(
+    "/verify-email",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Confirm a new email address",
+    responses=error_responses(service.InvalidLinkToken, service.EmailTaken, InvalidInput),
+)
+async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
+    """Switch the account to the address the token was mailed to (single use)."""
+    await service.verify_email(session, token=body.token)
+
+
+@router.delete(
+    "/profile",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete one's account",
+    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput),
+)
+async def delete_profile(
+    body: DeleteAccountRequest, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+) -> None:
+    """Delete the account (the password is required): the user, their sessions and their
+    images are gone."""
+    await service.delete_account(session, hasher, user, password=body.password)

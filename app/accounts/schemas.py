@@ -14,6 +14,8 @@ Login = Annotated[StorableStr, StringConstraints(min_length=1, max_length=320)]
 
 
 class RegisterRequest(BaseModel):
+    """A new account; the password policy is listed at POST /accounts/register."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -63,7 +65,129 @@ class LoginForm(BaseModel):
     password: Password
 
 
+# A generated token is 43 characters; a little room, and no unbounded input to hash.
+LinkToken = Annotated[StorableStr, StringConstraints(min_length=1, max_length=256)]
+
+
+class _PasswordPair(BaseModel):
+    password: Password
+    password_confirm: Password
+
+    @model_validator(mode="after")
+    def _passwords_match(self) -> _PasswordPair:
+        if self.password != self.password_confirm:
+            raise ValueError("password and password_confirm differ")
+        return self
+
+
 class TokenResponse(BaseModel):
+    """A session's token pair: a short-lived access token and a refresh token."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9...",
+                    "token_type": "bearer",
+                    "expires_in": 900,
+                    "refresh_token": "Yk3n0v7w...",
+                }
+            ]
+        }
+    )
+
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_token: str = Field(
+        description="Single-use: trade it at POST /accounts/refresh for a new pair."
+    )
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]}
+    )
+
+    refresh_token: LinkToken
+
+
+class ChangePasswordRequest(_PasswordPair):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "old_password": "correct horse battery staple",
+                    "password": "a new and longer passphrase",
+                    "password_confirm": "a new and longer passphrase",
+                }
+            ]
+        },
+    )
+
+    old_password: Password
+
+
+class SendResetLinkRequest(BaseModel):
+    """`login` is the username or the email."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"login": "alice@example.com"}]}
+    )
+
+    login: Login
+
+
+class ResetPasswordRequest(_PasswordPair):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "token": "the token from the mailed link",
+                    "password": "a new and longer passphrase",
+                    "password_confirm": "a new and longer passphrase",
+                }
+            ]
+        },
+    )
+
+    token: LinkToken
+
+
+class LinkTokenRequest(BaseModel):
+    """A token from a mailed link."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"token": "the token from the mail"}]}
+    )
+
+    token: LinkToken
+
+
+class ProfileUpdate(BaseModel):
+    """Fields to change; omitted ones stay as they are."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"username": "alice2", "email": "new@example.com"}]},
+    )
+
+    username: Username | None = None
+    email: EmailStr | None = Field(default=None, max_length=320)
+
+
+class DeleteAccountRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"password": "correct horse battery staple"}]},
+    )
+
+    password: Password
+
+
+class Message(BaseModel):
+    """A plain acknowledgement."""
+
+    detail: str

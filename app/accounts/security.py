@@ -1,10 +1,12 @@
-"""Password hashing (off the event loop) and access tokens (JWT)."""
+"""Password hashing (off the event loop), access tokens (JWT) and opaque random tokens."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,19 +74,56 @@ class AccessToken:
     expires_in: int
 
 
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a valid access token says: who, and in which session."""
+
+    user_id: int
+    session_id: int
+
+
+# Clocks of the servers behind a load balancer may differ by a little.
+CLOCK_SKEW_SECONDS = 30
+_MAX_ID = 2**63 - 1
+
+
+def new_opaque_token() -> str:
+    """A random token (256 bits) for refresh and mailed links."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_opaque_token(token: str) -> str:
+    """How a random token is stored: SHA-256 suffices for 256 bits of entropy."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _positive_id(value: object) -> int:
+    if isinstance(value, str) and value.isdigit() and len(value) <= 19:
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise InvalidToken()
+    if not 0 < number <= _MAX_ID:
+        raise InvalidToken()
+    return number
+
+
 class TokenService:
     """Issues and checks access tokens. The algorithm is pinned by settings, never read
-    from a token, and issuer, audience, expiry and type are all required."""
+    from a token, and issuer, audience, expiry, session and type are all required."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._key = settings.secret_key.get_secret_value()
+    def __init__(self, settings: Settings, secret_key: str) -> None:
+        self._key = secret_key
         self._algorithm = settings.jwt_algorithm
         self._lifetime = timedelta(minutes=settings.access_token_expire_minutes)
+        self.refresh_lifetime = timedelta(days=settings.refresh_token_expire_days)
 
-    def issue_access_token(self, user_id: int) -> AccessToken:
+    def issue_access_token(self, user_id: int, session_id: int) -> AccessToken:
         now = datetime.now(UTC)
         claims = {
             "sub": str(user_id),
+            "sid": str(session_id),
             "type": "access",
             "iat": int(now.timestamp()),
             "exp": int((now + self._lifetime).timestamp()),
@@ -94,8 +133,10 @@ class TokenService:
         token = jwt.encode(claims, self._key, algorithm=self._algorithm)
         return AccessToken(token=token, expires_in=int(self._lifetime.total_seconds()))
 
-    def read_access_token(self, token: str) -> int:
-        """The user id an access token was issued to; `InvalidToken` for anything else."""
+    def read_access_token(self, token: str) -> AccessClaims:
+        """The user and session an access token was issued for; `InvalidToken` for anything
+        else (bad signature or algorithm, expired, not yet valid, wrong issuer, audience or
+        type, missing claims)."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -103,16 +144,23 @@ class TokenService:
                 algorithms=[self._algorithm],
                 audience=TOKEN_AUDIENCE,
                 issuer=TOKEN_ISSUER,
-                options={"require_exp": True, "require_iat": True, "require_sub": True},
+                options={
+                    "require_exp": True,
+                    "require_iat": True,
+                    "require_sub": True,
+                    "require_aud": True,
+                    "require_iss": True,
+                    "leeway": CLOCK_SKEW_SECONDS,
+                },
             )
-        except JWTError as exc:
+        except (JWTError, ValueError, TypeError) as exc:
             raise InvalidToken() from exc
         if claims.get("type") != "access":
             raise InvalidToken()
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject.isdigit():
+        # python-jose checks `iat` is a number but not that it is in the past.
+        issued_at = claims.get("iat")
+        if not isinstance(issued_at, int | float) or issued_at > time.time() + CLOCK_SKEW_SECONDS:
             raise InvalidToken()
-        user_id = int(subject)
-        if not 0 < user_id < 2**63:
-            raise InvalidToken()
-        return user_id
+        return AccessClaims(
+            user_id=_positive_id(claims.get("sub")), session_id=_positive_id(claims.get("sid"))
+        )

@@ -1,19 +1,36 @@
-"""Registering, signing in and bootstrapping the admin account."""
+"""The account lifecycle: register, verify, sign in, change and reset the password,
+change the profile, delete the account; and bootstrapping the admin account."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from typing import Literal
 
-from sqlalchemy import or_, select
+from fastapi import status
+from sqlalchemy import delete, or_, select
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
-from app.accounts.security import AccessToken, PasswordHasher, TokenService
-from app.db import utcnow
-from app.errors import Conflict, InactiveAccount, InvalidCredentials
+from app.accounts.security import (
+    PasswordHasher,
+    TokenService,
+    hash_opaque_token,
+    new_opaque_token,
+)
+from app.accounts.sessions import TokenPair, end_user_sessions, start_session
+from app.config import Settings
+from app.db import end_read_transaction, utcnow
+from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
+from app.mail import Mail, Outbox
+from app.rate_limits import RateLimiter
 from app.text import email_key, username_key
 from app.users.models import User
+
+TokenPurpose = Literal["reset_password", "verify_registration", "verify_email"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +43,22 @@ class UsernameTaken(Conflict):
 class EmailTaken(Conflict):
     code = "email_taken"
     detail = "An account with this email already exists."
+
+
+class AccountNotVerified(Forbidden):
+    code = "account_not_verified"
+    detail = "Verify your email address first: follow the link in the mail we sent."
+
+
+class WrongPassword(Forbidden):
+    code = "wrong_password"
+    detail = "The current password is not correct."
+
+
+class InvalidLinkToken(AppError):
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid_link_token"
+    detail = "This link is invalid, has expired or was already used."
 
 
 async def ensure_identity_free(
@@ -62,7 +95,7 @@ async def flush_identity(session: AsyncSession) -> None:
         raise
 
 
-async def register(
+async def create_user(
     session: AsyncSession,
     hasher: PasswordHasher,
     *,
@@ -70,21 +103,156 @@ async def register(
     email: str,
     password: str,
     is_admin: bool = False,
+    is_verified: bool = True,
 ) -> User:
     """Create an account after checking the password policy and that the identity is free."""
-    ensure_strong_password(password, username=username, email=email)
+    await ensure_strong_password(password, username=username, email=email)
+    # Hashed before the first query, so no connection is held while hashing (and callers
+    # with a transaction of their own, like the admin bootstrap, keep it).
+    password_hash = await hasher.hash(password)
     await ensure_identity_free(session, username=username, email=email, except_user_id=None)
     user = User(
         username=username,
         username_key=username_key(username),
         email=email,
         email_key=email_key(email),
-        password_hash=await hasher.hash(password),
+        password_hash=password_hash,
         is_admin=is_admin,
+        is_verified=is_verified,
     )
     session.add(user)
     await flush_identity(session)
     return user
+
+
+async def _hash_without_connection(
+    session: AsyncSession, hasher: PasswordHasher, password: str
+) -> str:
+    """Hash a new password. Nothing has been written yet, so the read transaction ends first:
+    a burst of hashing must not hold every pooled connection while other requests wait."""
+    await end_read_transaction(session)
+    return await hasher.hash(password)
+
+
+async def _verify_without_connection(
+    session: AsyncSession, hasher: PasswordHasher, user: User, password: str
+) -> bool:
+    """Check a password (re-hashing an outdated hash), with no connection held meanwhile."""
+    await end_read_transaction(session)
+    valid, new_hash = await hasher.verify(password, user.password_hash)
+    if valid and new_hash is not None:
+        user.password_hash = new_hash
+    return valid
+
+
+async def _issue_link_token(
+    session: AsyncSession,
+    user: User,
+    purpose: TokenPurpose,
+    lifetime: timedelta,
+    *,
+    new_email: str | None = None,
+) -> str:
+    token = new_opaque_token()
+    session.add(
+        AccountToken(
+            token_hash=hash_opaque_token(token),
+            user_id=user.id,
+            purpose=purpose,
+            new_email=new_email,
+            expires_at=utcnow() + lifetime,
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def _find_link_token(
+    session: AsyncSession, token: str, purpose: TokenPurpose
+) -> tuple[AccountToken, User]:
+    """The live token's row and its user, or `InvalidLinkToken`."""
+    row = (
+        await session.execute(
+            select(AccountToken, User)
+            .join(User, User.id == AccountToken.user_id)
+            .where(
+                AccountToken.token_hash == hash_opaque_token(token),
+                AccountToken.purpose == purpose,
+            )
+        )
+    ).first()
+    if row is None or row[0].expires_at <= utcnow():
+        raise InvalidLinkToken()
+    return row[0], row[1]
+
+
+async def _find_link_token_user(session: AsyncSession, token: str, purpose: TokenPurpose) -> User:
+    return (await _find_link_token(session, token, purpose))[1]
+
+
+async def _consume_link_token(
+    session: AsyncSession, token: str, purpose: TokenPurpose
+) -> tuple[AccountToken, User]:
+    """The token's row and its user; the row is deleted, so the token works once."""
+    stored, user = await _find_link_token(session, token, purpose)
+    token_hash = stored.token_hash
+    # Deleting by hash and counting the rows makes two concurrent uses yield one success.
+    deleted: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        delete(AccountToken).where(AccountToken.token_hash == token_hash)
+    )
+    if deleted.rowcount != 1:
+        raise InvalidLinkToken()
+    return stored, user
+
+
+def _link(settings: Settings, page: str, token: str) -> str:
+    return f"{settings.frontend_url}/{page}?token={token}"
+
+
+async def register(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    limiter: RateLimiter,
+    outbox: Outbox,
+    settings: Settings,
+    *,
+    address: str,
+    username: str,
+    email: str,
+    password: str,
+) -> User:
+    """Create an account; with verification on, mail the token that lets it sign in."""
+    await limiter.hit("register_address", address)
+    verify = settings.register_verification_enabled
+    user = await create_user(
+        session, hasher, username=username, email=email, password=password, is_verified=not verify
+    )
+    if verify:
+        token = await _issue_link_token(
+            session,
+            user,
+            "verify_registration",
+            timedelta(hours=settings.verification_expire_hours),
+        )
+        outbox.send_after_commit(
+            Mail(
+                to=user.email,
+                subject="Confirm your Gallery API account",
+                body=(
+                    f"Hello {user.username},\n\nconfirm your account by opening this link:\n"
+                    f"{_link(settings, 'verify-registration', token)}\n\n"
+                    f"Token: {token}\n\nIf you did not sign up, ignore this mail.\n"
+                ),
+            )
+        )
+    return user
+
+
+async def verify_registration(session: AsyncSession, *, token: str) -> None:
+    """Mark the account verified: it may sign in from now on."""
+    _, user = await _consume_link_token(session, token, "verify_registration")
+    user.is_verified = True
+    await session.flush()
 
 
 async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
@@ -102,25 +270,183 @@ async def login(
     session: AsyncSession,
     hasher: PasswordHasher,
     tokens: TokenService,
+    limiter: RateLimiter,
     *,
+    address: str,
     login: str,
     password: str,
-) -> AccessToken:
-    """Check the credentials and issue an access token; unknown users cost as much as known."""
+) -> TokenPair:
+    """Check the credentials and start a session; unknown users cost as much as known.
+
+    Limits are counted before any password work, so a flood costs us almost nothing."""
+    await limiter.hit("login_address", address)
     user = await find_user_by_login(session, login)
+    # Nothing is written until the password is known to be right: no connection is held
+    # while the limit store is asked and the password is verified.
+    await end_read_transaction(session)
+    account_key = f"user:{user.id}" if user is not None else f"login:{username_key(login)}"
+    await limiter.hit("login_account", account_key)
     if user is None:
         await hasher.verify_dummy(password)
         raise InvalidCredentials()
-    valid, new_hash = await hasher.verify(password, user.password_hash)
-    if not valid:
+    if not await _verify_without_connection(session, hasher, user, password):
         raise InvalidCredentials()
     if not user.is_active:
         raise InactiveAccount()
-    if new_hash is not None:
-        user.password_hash = new_hash
+    if not user.is_verified:
+        raise AccountNotVerified()
     user.last_login = utcnow()
     await session.flush()
-    return tokens.issue_access_token(user.id)
+    return await start_session(session, tokens, user)
+
+
+async def _check_password(
+    session: AsyncSession, hasher: PasswordHasher, user: User, password: str
+) -> None:
+    if not await _verify_without_connection(session, hasher, user, password):
+        raise WrongPassword()
+
+
+async def change_password(
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    user: User,
+    *,
+    current_session_id: int,
+    old_password: str,
+    password: str,
+) -> None:
+    """Set a new password; every other session of the user ends, the caller's stays."""
+    await _check_password(session, hasher, user, old_password)
+    await ensure_strong_password(password, username=user.username, email=user.email)
+    user.password_hash = await _hash_without_connection(session, hasher, password)
+    await end_user_sessions(session, user.id, except_session_id=current_session_id)
+    await session.flush()
+
+
+async def send_reset_password_link(
+    session: AsyncSession,
+    limiter: RateLimiter,
+    outbox: Outbox,
+    settings: Settings,
+    *,
+    address: str,
+    login: str,
+) -> None:
+    """Mail a single-use reset link when the account exists; the caller learns nothing
+    either way (the mail goes out after the response)."""
+    await limiter.hit("reset_address", address)
+    user = await find_user_by_login(session, login)
+    if user is None or not user.is_active:
+        return
+    token = await _issue_link_token(
+        session,
+        user,
+        "reset_password",
+        timedelta(minutes=settings.reset_password_expire_minutes),
+    )
+    outbox.send_after_commit(
+        Mail(
+            to=user.email,
+            subject="Reset your Gallery API password",
+            body=(
+                f"Hello {user.username},\n\nset a new password by opening this link "
+                f"(valid {settings.reset_password_expire_minutes} minutes, once):\n"
+                f"{_link(settings, 'reset-password', token)}\n\n"
+                f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
+            ),
+        )
+    )
+
+
+async def reset_password(
+    session: AsyncSession, hasher: PasswordHasher, *, token: str, password: str
+) -> None:
+    """Set a new password with a mailed token; the token dies and every session ends."""
+    user = await _find_link_token_user(session, token, "reset_password")
+    if not user.is_active:
+        raise InvalidLinkToken()
+    await ensure_strong_password(password, username=user.username, email=user.email)
+    new_hash = await _hash_without_connection(session, hasher, password)
+    await _consume_link_token(session, token, "reset_password")
+    user.password_hash = new_hash
+    # Whoever holds the mailbox just proved it.
+    user.is_verified = True
+    await session.execute(
+        delete(AccountToken).where(
+            AccountToken.user_id == user.id, AccountToken.purpose == "reset_password"
+        )
+    )
+    await end_user_sessions(session, user.id)
+    await session.flush()
+
+
+async def update_profile(
+    session: AsyncSession,
+    outbox: Outbox,
+    settings: Settings,
+    user: User,
+    *,
+    username: str | None,
+    email: str | None,
+) -> User:
+    """Change one's username at once; a new email at once, or (with verification on) only
+    once the token mailed to the new address comes back."""
+    if email == user.email:
+        email = None
+    await ensure_identity_free(session, username=username, email=email, except_user_id=user.id)
+    if username is not None:
+        user.username = username
+        user.username_key = username_key(username)
+    if email is not None:
+        # A new mailbox must prove it is reachable; a change of letter case is the same one.
+        if settings.register_verification_enabled and email_key(email) != user.email_key:
+            token = await _issue_link_token(
+                session,
+                user,
+                "verify_email",
+                timedelta(hours=settings.verification_expire_hours),
+                new_email=email,
+            )
+            outbox.send_after_commit(
+                Mail(
+                    to=email,
+                    subject="Confirm your new Gallery API email address",
+                    body=(
+                        f"Hello {user.username},\n\nconfirm this address for your account "
+                        f"by opening this link:\n{_link(settings, 'verify-email', token)}\n\n"
+                        f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
+                    ),
+                )
+            )
+        else:
+            user.email = email
+            user.email_key = email_key(email)
+    await flush_identity(session)
+    return user
+
+
+async def verify_email(session: AsyncSession, *, token: str) -> None:
+    """Switch the account to the new address the token was mailed to."""
+    stored, user = await _consume_link_token(session, token, "verify_email")
+    if stored.new_email is None:  # pragma: no cover - always set for this purpose
+        raise InvalidLinkToken()
+    await ensure_identity_free(
+        session, username=None, email=stored.new_email, except_user_id=user.id
+    )
+    user.email = stored.new_email
+    user.email_key = email_key(stored.new_email)
+    await flush_identity(session)
+
+
+async def delete_account(
+    session: AsyncSession, hasher: PasswordHasher, user: User, *, password: str
+) -> None:
+    """Delete the account after checking the password; its sessions, tokens and images
+    go with it (foreign-key cascades)."""
+    await _check_password(session, hasher, user, password)
+    await session.delete(user)
+    await session.flush()
 
 
 async def bootstrap_admin(
@@ -131,12 +457,13 @@ async def bootstrap_admin(
         await session.execute(select(User).where(User.username_key == username_key(username)))
     ).scalar_one_or_none()
     if user is None:
-        user = await register(
+        user = await create_user(
             session, hasher, username=username, email=email, password=password, is_admin=True
         )
         logger.info("created admin account %r", username)
-    elif not user.is_admin or not user.is_active:
+    elif not user.is_admin or not user.is_active or not user.is_verified:
         user.is_admin = True
         user.is_active = True
+        user.is_verified = True
         logger.info("granted admin rights to existing account %r", username)
     return user

@@ -1,0 +1,129 @@
+"""Abuse limits on the account endpoints (the `limits` library, async API) and the client
+address they are keyed on."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request, status
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from app.config import Settings
+from app.errors import AppError
+
+logger = logging.getLogger(__name__)
+
+LimitName = Literal["login_account", "login_address", "register_address", "reset_address"]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class RateLimited(AppError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "rate_limited"
+    detail = "Too many attempts; wait before trying again."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimiter:
+    """Counts attempts per key in a moving window; in memory, or in Redis when REDIS_URL is
+    set so that every process and replica shares the counts."""
+
+    def __init__(self, settings: Settings, *, key_prefix: str | None = None) -> None:
+        self.enabled = settings.rate_limit_enabled
+        prefix = key_prefix or settings.rate_limit_key_prefix
+        self.storage: Storage
+        if settings.redis_url:
+            uri = settings.redis_url
+            if not uri.startswith("async+"):
+                uri = f"async+{uri}"
+            self.storage = RedisStorage(uri, key_prefix=prefix)
+        else:
+            self.storage = MemoryStorage()
+        self._strategy = MovingWindowRateLimiter(self.storage)
+        self._limits: dict[LimitName, list[RateLimitItem]] = {
+            "login_account": parse_many(settings.rate_limit_login_per_account),
+            "login_address": parse_many(settings.rate_limit_login_per_address),
+            "register_address": parse_many(settings.rate_limit_register_per_address),
+            "reset_address": parse_many(settings.rate_limit_reset_per_address),
+        }
+
+    async def hit(self, name: LimitName, key: str) -> None:
+        """Count one attempt; `RateLimited` (with the seconds to wait) when over the limit."""
+        if not self.enabled:
+            return
+        for item in self._limits[name]:
+            try:
+                allowed = await self._strategy.hit(item, name, key)
+                stats = None if allowed else await self._strategy.get_window_stats(item, name, key)
+            except Exception:
+                # An unreachable limit store must not lock everybody out of their accounts:
+                # fail open, loudly.
+                logger.exception("rate limit store failed; %s not counted", name)
+                return
+            if stats is not None:
+                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+                logger.info("rate limit %s reached for %s", name, key)
+                raise RateLimited(retry_after)
+
+    async def reset(self) -> None:
+        """Forget every count (tests; an operator clearing a lock-out)."""
+        await self.storage.reset()
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
+    """The address of the client: the peer itself, or, when the peer is a trusted proxy, the
+    nearest untrusted address in `X-Forwarded-For` (read from the right, since only entries
+    appended by our own proxies can be believed)."""
+    address = peer or "unknown"
+    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
+        return address
+    for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            # A malformed entry: nothing to its left can be trusted either.
+            return address
+        address = hop
+        if not _is_trusted(hop, trusted):
+            return hop
+    return address
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def request_client_address(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    peer = request.client.host if request.client else None
+    return client_address(
+        peer, request.headers.get("x-forwarded-for"), settings.trusted_proxy_networks
+    )
+
+
+ClientAddress = Annotated[str, Depends(request_client_address)]
