@@ -53,11 +53,34 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int = Field(default=1, ge=1, le=64)
+    forwarded_allow_ips: str = "127.0.0.1"
+    graceful_timeout: float = Field(default=20.0, gt=0, le=600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    docs_enabled: bool = True
+    metrics_enabled: bool = True
+    cors_origins: Annotated[list[str], NoDecode] = []
+    allowed_hosts: Annotated[list[str], NoDecode] = ["*"]
 
     @field_validator("admin_username", "admin_email", "admin_password", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            return value.lower() if value.lower() in ("text", "json") else value.upper()
+        return value
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_lists(cls, value: object) -> object:
+        return _split_csv(value)
 
     @field_validator("image_allowed_types", mode="before")
     @classmethod

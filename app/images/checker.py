@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 
@@ -96,13 +97,35 @@ def parse_content_length(header: str | None) -> int | None:
 class ImageChecker:
     """Checks URLs with a HEAD request through the app's shared HTTP client."""
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: Settings,
+        on_outcome: Callable[[str], None] | None = None,
+    ) -> None:
         self._client = client
         self._allowed_types = frozenset(settings.image_allowed_types)
         self._timeout = settings.image_fetch_timeout
+        self._on_outcome = on_outcome
 
     async def check(self, raw_url: str) -> CheckedImage:
-        """Accept the URL when it answers 2xx with an allowed image Content-Type."""
+        """Accept the URL when it answers 2xx with an allowed image Content-Type.
+
+        Each outcome (`ok` or the error code) is reported to `on_outcome`, for the metrics.
+        """
+        try:
+            checked = await self._check(raw_url)
+        except ImageCheckFailed as exc:
+            self._report(exc.code)
+            raise
+        self._report("ok")
+        return checked
+
+    def _report(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    async def _check(self, raw_url: str) -> CheckedImage:
         url = normalise_image_url(raw_url)
         try:
             async with asyncio.timeout(self._timeout):
