@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import click
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from pydantic import ValidationError
 
 from app.config import Settings
 
@@ -21,6 +27,13 @@ def _alembic_config(database_url: str) -> Config:
     return config
 
 
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings:\n{exc}") from exc
+
+
 @click.group()
 def main() -> None:
     """Gallery API: users and their verified image URLs."""
@@ -29,8 +42,25 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Apply every pending database migration."""
-    settings = Settings()
+    settings = _settings()
     command.upgrade(_alembic_config(settings.database_url), "head")
+
+
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Several workers share their metrics through files in PROMETHEUS_MULTIPROC_DIR.
+
+    Set here, before uvicorn starts the workers, so each one inherits it; emptied first
+    because values left by an earlier run would be counted again.
+    """
+    from app.ops.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        if settings.web_concurrency == 1 or not settings.metrics_enabled:
+            return
+        directory = tempfile.mkdtemp(prefix="gallery-metrics-")
+        os.environ[MULTIPROC_ENV] = directory
+    prepare_multiprocess_dir(Path(directory))
 
 
 @main.command()
@@ -42,14 +72,103 @@ def migrate() -> None:
     help="Apply pending migrations before serving.",
 )
 def serve(run_migrations: bool) -> None:
-    """Serve the API on HOST:PORT (default 127.0.0.1:8000)."""
-    settings = Settings()
+    """Serve the API on HOST:PORT with WEB_CONCURRENCY worker processes.
+
+    Proxy headers (X-Forwarded-For/-Proto) are trusted only from FORWARDED_ALLOW_IPS;
+    on SIGTERM running requests get GRACEFUL_TIMEOUT seconds to finish.
+    """
+    from app.ops.logs import logging_config
+
+    settings = _settings()
     if run_migrations:
         command.upgrade(_alembic_config(settings.database_url), "head")
+    _prepare_metrics_dir(settings)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
-        proxy_headers=False,
+        workers=settings.web_concurrency,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+        log_config=logging_config(settings),
+        # The app logs each request once, with its id; uvicorn's own line would repeat it.
+        access_log=False,
+        server_header=False,
     )
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password: str = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True
+        )
+        return password
+    # Piped: the first line is the password (`printf '%s\n' "$PW" | gallery create-admin ...`).
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.ClickException("no password on standard input")
+    return line
+
+
+async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
+    from app.accounts import service as accounts_service
+    from app.accounts.security import PasswordHasher
+    from app.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            user = await accounts_service.register(
+                session,
+                PasswordHasher(),
+                username=username,
+                email=email,
+                password=password,
+                is_admin=True,
+            )
+            return user.id
+    finally:
+        await engine.dispose()
+
+
+@main.command("create-admin")
+@click.option("--username", required=True, help="The new administrator's username.")
+@click.option("--email", required=True, help="The new administrator's email.")
+def create_admin(username: str, email: str) -> None:
+    """Create an administrator. The password is prompted for (twice), or read from stdin."""
+    from app.accounts.schemas import RegisterRequest
+    from app.errors import AppError
+
+    settings = _settings()
+    password = _read_password()
+    try:
+        # The same rules as POST /accounts/register (username and email formats).
+        checked = RegisterRequest(
+            username=username, email=email, password=password, password_confirm=password
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise click.ClickException(problems) from None
+    try:
+        user_id = asyncio.run(
+            _create_admin(settings, checked.username, str(checked.email), password)
+        )
+    except AppError as exc:
+        raise click.ClickException(f"{exc.detail} ({exc.code})") from None
+    click.echo(f"created admin {checked.username!r} with id {user_id}")
+
+
+@main.command()
+@click.option("--indent", default=2, show_default=True, help="JSON indentation.")
+def openapi(indent: int) -> None:
+    """Print the OpenAPI document (JSON) to standard output."""
+    from app.main import create_app
+
+    spec = create_app(_settings()).openapi()
+    click.echo(json.dumps(spec, indent=indent or None, ensure_ascii=False))

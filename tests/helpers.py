@@ -12,6 +12,8 @@ from app.accounts.security import PasswordHasher
 from app.accounts.service import register
 
 PASSWORD = "a-long-enough-passphrase"
+# Every token the tests were given: the log check at the end of the run looks for each.
+ISSUED_TOKENS: list[str] = []
 
 
 @dataclass
@@ -30,6 +32,7 @@ async def login(client: httpx.AsyncClient, login: str, password: str = PASSWORD)
     response = await client.post("/accounts/login", json={"login": login, "password": password})
     assert response.status_code == 200, response.text
     token: str = response.json()["access_token"]
+    ISSUED_TOKENS.append(token)
     return token
 
 

@@ -49,6 +49,9 @@ class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
+        shared = multiprocess_dir()
+        if shared:
+            Path(shared).mkdir(parents=True, exist_ok=True)
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "gallery_http_requests",
