@@ -45,6 +45,9 @@ KNOWN_SECRETS = (
 )
 
 
+APPS_STARTED: list[str] = []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def run_logs() -> Iterator[LogCapture]:
     """Capture every log line of the whole run; at the end, fail if any shows a secret."""
@@ -61,9 +64,9 @@ def run_logs() -> Iterator[LogCapture]:
         root.removeHandler(capture)
         root.setLevel(levels[0])
         app_logger.setLevel(levels[1])
-    # Not vacuous: the run did log requests, with their ids.
-    access = [r for r in capture.records if r.name == "app.access"]
-    assert access, "no access log line was captured"
+    # Not vacuous: when apps served requests, their access lines were captured.
+    if APPS_STARTED:
+        assert any(r.name == "app.access" for r in capture.records), "no access log captured"
     leaks = find_leaks(capture.lines, [*KNOWN_SECRETS, *ISSUED_TOKENS])
     assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
 
@@ -190,6 +193,7 @@ def settings_overrides() -> dict[str, Any]:
 async def app(database_url: str, settings_overrides: dict[str, Any]) -> AsyncIterator[FastAPI]:
     """A started app on this backend's database; tables are emptied after the test."""
     application = create_app(make_settings(database_url, **settings_overrides))
+    APPS_STARTED.append(database_url)
     try:
         async with LifespanManager(application):
             yield application

@@ -27,7 +27,12 @@ _STANDARD_ATTRS = frozenset(
 _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Bearer tokens and Authorization header values.
     (re.compile(r"(?i)(bearer\s+)[^\s,;\"']+"), r"\1[REDACTED]"),
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"',}\s]+"), r"\1[REDACTED]"),
+    (
+        re.compile(
+            r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|digest)\s+)?[^\"',}\s]+"
+        ),
+        r"\1[REDACTED]",
+    ),
     # "password": "...", password=..., secret_key=..., and the like.
     (
         re.compile(
@@ -69,13 +74,17 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None) or request_id_var.get() or "-",
         }
-        entry.update(_extras(record))
+        for key, value in _extras(record).items():
+            entry[key] = (
+                value if isinstance(value, int | float | bool | None) else redact(str(value))
+            )
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, default=str, ensure_ascii=False))
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        # Redacted before encoding (JSON escapes quotes) and once more after, as a backstop.
+        return redact(json.dumps(entry, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):

@@ -15,7 +15,7 @@ def main() -> int:
     port = os.environ.get("PORT", "8000")
     url = f"http://127.0.0.1:{port}/health/ready"
     try:
-        with urllib.request.urlopen(url, timeout=4) as response:  # noqa: S310 (fixed loopback URL)
+        with urllib.request.urlopen(url, timeout=4) as response:
             return 0 if response.status == 200 else 1
     except (urllib.error.URLError, OSError):
         return 1

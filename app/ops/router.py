@@ -38,7 +38,7 @@ async def live() -> LiveStatus:
 )
 async def ready(request: Request) -> ReadyStatus:
     """The database answers within a short deadline; 503 `database_unavailable` otherwise."""
-    await health.check_database(request.app.state.engine)
+    await health.check_database(request.app.state.engine, health.READY_TIMEOUT_SECONDS)
     return ReadyStatus()
 
 
