@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging.config
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +26,15 @@ def _alembic_config(database_url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.attributes["database_url"] = database_url
+    # Our logging config applies (JSON or text), not alembic.ini's.
+    config.attributes["configure_logger"] = False
     return config
+
+
+def _configure_logging(settings: Settings) -> None:
+    from app.ops.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings))
 
 
 def _settings() -> Settings:
@@ -43,24 +53,28 @@ def main() -> None:
 def migrate() -> None:
     """Apply every pending database migration."""
     settings = _settings()
+    _configure_logging(settings)
     command.upgrade(_alembic_config(settings.database_url), "head")
 
 
-def _prepare_metrics_dir(settings: Settings) -> None:
+def _prepare_metrics_dir(settings: Settings) -> Path | None:
     """Several workers share their metrics through files in PROMETHEUS_MULTIPROC_DIR.
 
     Set here, before uvicorn starts the workers, so each one inherits it; emptied first
-    because values left by an earlier run would be counted again.
+    because values left by an earlier run would be counted again. Returns the directory
+    when it is a temporary one made here (removed when the server stops).
     """
     from app.ops.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     directory = os.environ.get(MULTIPROC_ENV)
-    if not directory:
-        if settings.web_concurrency == 1 or not settings.metrics_enabled:
-            return
-        directory = tempfile.mkdtemp(prefix="gallery-metrics-")
-        os.environ[MULTIPROC_ENV] = directory
-    prepare_multiprocess_dir(Path(directory))
+    if directory:
+        prepare_multiprocess_dir(Path(directory))
+        return None
+    if settings.web_concurrency == 1 or not settings.metrics_enabled:
+        return None
+    directory = tempfile.mkdtemp(prefix="gallery-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return Path(directory)
 
 
 @main.command()
@@ -77,12 +91,21 @@ def serve(run_migrations: bool) -> None:
     Proxy headers (X-Forwarded-For/-Proto) are trusted only from FORWARDED_ALLOW_IPS;
     on SIGTERM running requests get GRACEFUL_TIMEOUT seconds to finish.
     """
-    from app.ops.logs import logging_config
-
     settings = _settings()
+    _configure_logging(settings)
     if run_migrations:
         command.upgrade(_alembic_config(settings.database_url), "head")
-    _prepare_metrics_dir(settings)
+    temporary_metrics_dir = _prepare_metrics_dir(settings)
+    try:
+        _run_server(settings)
+    finally:
+        if temporary_metrics_dir is not None:
+            shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
+
+
+def _run_server(settings: Settings) -> None:
+    from app.ops.logs import logging_config
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -91,7 +114,7 @@ def serve(run_migrations: bool) -> None:
         workers=settings.web_concurrency,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
+        timeout_graceful_shutdown=settings.graceful_timeout,
         log_config=logging_config(settings),
         # The app logs each request once, with its id; uvicorn's own line would repeat it.
         access_log=False,

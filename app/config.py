@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, le=64)
     forwarded_allow_ips: str = "127.0.0.1"
-    graceful_timeout: float = Field(default=20.0, gt=0, le=600)
+    graceful_timeout: int = Field(default=20, ge=1, le=600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

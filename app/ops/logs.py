@@ -21,7 +21,7 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged too.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "taskName"}
+    | {"message", "asctime", "request_id", "taskName", "color_message"}
 )
 
 _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -76,6 +76,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", None) or request_id_var.get() or "-",
+            "pid": record.process,
         }
         for key, value in _extras(record).items():
             entry[key] = (
