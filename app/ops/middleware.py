@@ -53,6 +53,13 @@ def request_id_from(headers: Headers) -> str:
 def route_template(scope: Scope) -> str:
     """The matched route's template (`/users/{user_id}`), never the raw path."""
     path = getattr(scope.get("route"), "path", None)
+    if path is None and "endpoint" in scope:
+        # Plain Starlette routes (FastAPI's /openapi.json) record only their endpoint.
+        endpoint = scope["endpoint"]
+        for route in getattr(scope.get("app"), "routes", ()):
+            if getattr(route, "endpoint", None) is endpoint:
+                path = getattr(route, "path", None)
+                break
     return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 

@@ -52,6 +52,18 @@ async def test_metrics_count_requests_by_method_route_template_and_status(
         == 1
     )
     assert not any(f"/users/{alice.id}" in str(labels) for _, labels in samples)
+    await client.get("/openapi.json")
+    samples = await _samples(client)
+    assert (
+        _value(
+            samples,
+            "gallery_http_requests_total",
+            method="GET",
+            route="/openapi.json",
+            status="200",
+        )
+        == 1
+    )
     count = _value(
         samples, "gallery_http_request_duration_seconds_count", method="GET", route=route
     )
@@ -129,6 +141,9 @@ async def test_docs_assets_are_served_with_their_types(client: httpx.AsyncClient
     assert b"SwaggerUIBundle" in js.content
     css = await client.get("/docs/assets/swagger-ui.css")
     assert css.headers["content-type"].startswith("text/css")
+    redoc = await client.get("/docs/assets/redoc.standalone.js")
+    assert "javascript" in redoc.headers["content-type"]
+    assert b"https://cdn." not in redoc.content
     init = await client.get("/docs/assets/swagger-init.js")
     assert b"validatorUrl: null" in init.content
     assert_error(await client.get("/docs/assets/../../config.py"), 404, "not_found")
