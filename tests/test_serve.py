@@ -35,7 +35,8 @@ def _json_lines(log: str) -> list[dict[str, Any]]:
 
 
 def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) -> None:
-    with live_server(tmp_path, WEB_CONCURRENCY="2") as server:
+    # Only 10.9.9.9 may set X-Forwarded-For: the test client (127.0.0.1) may not.
+    with live_server(tmp_path, WEB_CONCURRENCY="2", FORWARDED_ALLOW_IPS="10.9.9.9") as server:
         # A new connection per request, so both workers get some of them.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=server.url, limits=no_reuse, timeout=10) as client:
@@ -54,7 +55,10 @@ def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) 
             sent = 0
             pids: set[int] = set()
             while sent < MAX_REQUESTS:
-                response = client.get("/users", headers={"X-Request-ID": f"load-{sent}"})
+                response = client.get(
+                    "/users",
+                    headers={"X-Request-ID": f"load-{sent}", "X-Forwarded-For": "203.0.113.9"},
+                )
                 assert response.status_code == 200
                 assert response.headers["x-request-id"] == f"load-{sent}"
                 sent += 1
@@ -78,6 +82,8 @@ def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) 
     assert len([e for e in access if e.get("route") == "/users"]) == sent
     for entry in access:
         assert {"method", "route", "status", "duration_ms", "request_id"} <= set(entry)
+        # A forwarded address from an untrusted peer is not believed.
+        assert entry["client"] == "127.0.0.1"
     assert not find_leaks(log.splitlines(), [PASSWORD, token])
     # Everything the server wrote is JSON (uvicorn's own lines and the migration's too).
     stray = [line for line in log.splitlines() if line.strip() and not line.startswith("{")]

@@ -39,7 +39,7 @@ ORDER=(python postgres nginx)
 # BuildKit features.
 export DOCKER_BUILDKIT=0
 
-log() { printf '[build-standins] %s\n' "$*" >&2; }
+log() { printf '[build-standins +%ss] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 as_root() {
@@ -69,14 +69,15 @@ ensure_dockerd() {
   log "starting dockerd (log: $DOCKERD_LOG)"
   # setsid+nohup: dockerd must outlive this script and its terminal. Started
   # directly (not through a function) so $! is dockerd's own pid.
+  # 9>&-: dockerd must not inherit (and forever hold) this script's lock.
   if [ "$(id -u)" -eq 0 ]; then
-    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
   else
-    sudo setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    # shellcheck disable=SC2024
+    sudo setsid nohup dockerd >"$DOCKERD_LOG" 2>&1 </dev/null 9>&- &
   fi
   echo $! >"$DOCKERD_PID"
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     if docker info >/dev/null 2>&1; then log "dockerd up (pid $(cat "$DOCKERD_PID"))"; return 0; fi
     sleep 1
   done
@@ -85,7 +86,12 @@ ensure_dockerd() {
 }
 
 ensure_compose_plugin() {
-  if docker compose version >/dev/null 2>&1; then return 0; fi
+  # cheap check (the CLI asks each plugin for metadata; the shim answers
+  # without starting Python, unlike `docker compose version`)
+  if docker info --format '{{range .ClientInfo.Plugins}}{{.Name}} {{end}}' 2>/dev/null \
+      | grep -qw compose; then
+    return 0
+  fi
   local dir="${DOCKER_CONFIG:-${HOME:-/root}/.docker}/cli-plugins"
   log "installing docker compose shim plugin in $dir"
   mkdir -p "$dir"
@@ -189,7 +195,7 @@ main() {
   [ "${#names[@]}" -gt 0 ] || names=("${ORDER[@]}")
   # one run at a time (parallel make targets must not start two dockerds)
   exec 9>/tmp/build-standins.lock
-  flock 9
+  flock -w 900 9 || die "another build-standins.sh holds /tmp/build-standins.lock for 15 min"
   ensure_packages
   ensure_dockerd
   ensure_compose_plugin

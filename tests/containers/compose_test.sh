@@ -27,6 +27,7 @@ export PROXY_PORT
 BASE="http://127.0.0.1:$PROXY_PORT"
 COMPOSE=(docker compose -f docker-compose.yml -f tests/containers/compose.test.yml)
 T0=$(date +%s)
+LOGS="$(mktemp /tmp/gallery-compose-logs.XXXXXX)"
 
 step() { printf '\n[compose-test +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 
@@ -39,7 +40,7 @@ cleanup() {
   fi
   step "docker compose down -v"
   "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-  rm -f /tmp/gallery-compose-smoke.json
+  rm -f /tmp/gallery-compose-smoke.json "$LOGS"
   exit "$rc"
 }
 
@@ -103,9 +104,19 @@ api_id="$("${COMPOSE[@]}" ps -q api | head -n 1)"
 uid="$(docker exec "$api_id" id -u)"
 [ "$uid" != 0 ] || { echo "api runs as root" >&2; exit 1; }
 echo "  api runs as uid $uid"
-docker logs "$api_id" 2>&1 | grep '"logger": "app.access"' | grep -q '"request_id": "one-0"' \
+# (Logs go through a file: `grep -q` closing a pipe early would fail the pipeline.)
+docker logs "$api_id" >"$LOGS" 2>&1
+grep '"logger": "app.access"' "$LOGS" | grep '"request_id": "one-0"' >/dev/null \
   || { echo "no JSON access line with the passed request id" >&2; exit 1; }
 echo "  access log is JSON and carries the proxy's X-Request-ID"
+# nginx sends X-Forwarded-For; the api believes it only from the proxy, so the logged client
+# is the caller nginx saw (the host, through the bridge), not the proxy's own address.
+line="$(grep '"request_id": "one-0"' "$LOGS" | grep '"logger": "app.access"' | sed -n 1p)"
+case "$line" in
+  *"\"client\": \"$PROXY_IP\""*) echo "api logged the proxy as the client: $line" >&2; exit 1 ;;
+  *'"client": "'*) echo "  client address taken from the trusted proxy's X-Forwarded-For" ;;
+  *) echo "no client in the access line: $line" >&2; exit 1 ;;
+esac
 
 step "docker compose up -d --scale api=3"
 "${COMPOSE[@]}" up -d --no-recreate --scale api=3
@@ -114,7 +125,8 @@ sleep 11  # nginx asks Docker's DNS again after 10 s (resolver valid=10s)
 python3 "$HERE/smoke.py" "$BASE" reads scaled
 served=0
 for id in $("${COMPOSE[@]}" ps -q api); do
-  if docker logs "$id" 2>&1 | grep -q '"request_id": "scaled-'; then served=$((served + 1)); fi
+  docker logs "$id" >"$LOGS" 2>&1
+  if grep '"request_id": "scaled-' "$LOGS" >/dev/null; then served=$((served + 1)); fi
 done
 echo "  replicas that served the scaled reads: $served of 3"
 [ "$served" -eq 3 ] || { echo "the proxy did not spread reads over the replicas" >&2; exit 1; }

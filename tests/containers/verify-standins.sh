@@ -13,6 +13,7 @@ APP="standin-verify-app-$$"
 TMPL="$(mktemp -d)"
 FAIL=0
 
+# shellcheck disable=SC2317  # functions below are called indirectly (trap, check)
 cleanup() {
   docker rm -f -v "$PG" "$PG-client" "$NGX" "$APP" >/dev/null 2>&1 || true
   docker network rm "$NET" >/dev/null 2>&1 || true

@@ -9,6 +9,7 @@ if [ "${1:-}" = nginx ] || [ "${1:-}" = nginx-debug ]; then
   for f in /docker-entrypoint.d/*.sh; do
     [ -e "$f" ] || continue
     echo "standin-nginx: running $f" >&2
+    # shellcheck disable=SC1090
     if [ -x "$f" ]; then "$f"; else . "$f"; fi
   done
 
@@ -16,6 +17,7 @@ if [ "${1:-}" = nginx ] || [ "${1:-}" = nginx-debug ]; then
   suffix="${NGINX_ENVSUBST_TEMPLATE_SUFFIX:-.template}"
   output_dir="${NGINX_ENVSUBST_OUTPUT_DIR:-/etc/nginx/conf.d}"
   if [ -d "$template_dir" ]; then
+    # shellcheck disable=SC2016,SC2046
     defined_envs=$(printf '${%s} ' $(env | cut -d= -f1 | grep -E '^[A-Za-z_][A-Za-z0-9_]*$'))
     find "$template_dir" -follow -type f -name "*$suffix" -print | while read -r template; do
       relative_path="${template#"$template_dir/"}"

@@ -20,7 +20,7 @@ if [ "$(id -u)" = 0 ]; then
   chmod 700 "$PGDATA" || :
   chown -R postgres:postgres "$PGDATA" /var/run/postgresql 2>/dev/null || :
   chmod 3777 /var/run/postgresql
-  exec setpriv --reuid=postgres --regid=postgres --init-groups "$BASH_SOURCE" "$@"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "${BASH_SOURCE[0]}" "$@"
 fi
 
 POSTGRES_USER="${POSTGRES_USER:-postgres}"
@@ -62,6 +62,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   for f in /docker-entrypoint-initdb.d/*; do
     [ -e "$f" ] || continue
+    # shellcheck disable=SC1090
     case "$f" in
       *.sh) log "running $f"; if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
       *.sql) log "running $f"; psql -v ON_ERROR_STOP=1 --dbname "$POSTGRES_DB" -q -f "$f" ;;
