@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     docs_enabled: bool = True
     metrics_enabled: bool = True
+    metrics_allowed_networks: Annotated[list[str], NoDecode] = []
     cors_origins: Annotated[list[str], NoDecode] = []
     allowed_hosts: Annotated[list[str], NoDecode] = ["*"]
 
@@ -90,7 +91,7 @@ class Settings(BaseSettings):
             return [str(item).lower() for item in parsed]
         return parsed
 
-    @field_validator("image_fetch_allowed_networks", mode="before")
+    @field_validator("image_fetch_allowed_networks", "metrics_allowed_networks", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
         parsed = _split_csv(value)

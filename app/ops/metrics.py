@@ -8,6 +8,7 @@ answers `/metrics` reports the sum over all of them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 from pathlib import Path
@@ -31,6 +32,17 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 def multiprocess_dir() -> str | None:
     """The shared metrics directory when several processes serve the app."""
     return os.environ.get(MULTIPROC_ENV) or None
+
+
+def metrics_client_allowed(client: str | None, networks: list[str]) -> bool:
+    """Whether this client may read /metrics: anyone when no networks are configured."""
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(client or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
 def prepare_multiprocess_dir(directory: Path) -> None:

@@ -7,9 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from app.errors import error_responses
+from app.config import Settings
+from app.errors import NotFound, error_responses
 from app.ops import health
-from app.ops.metrics import Metrics
+from app.ops.metrics import Metrics, metrics_client_allowed
 
 router = APIRouter(tags=["operations"], include_in_schema=False)
 metrics_router = APIRouter(tags=["operations"], include_in_schema=False)
@@ -45,5 +46,10 @@ async def ready(request: Request) -> ReadyStatus:
 @metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     """Request counts and latency per route, image-check outcomes, database pool use."""
+    settings: Settings = request.app.state.settings
+    client = request.client.host if request.client else None
+    if not metrics_client_allowed(client, settings.metrics_allowed_networks):
+        # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
+        raise NotFound()
     app_metrics: Metrics = request.app.state.metrics
     return Response(app_metrics.render(), media_type=app_metrics.content_type)

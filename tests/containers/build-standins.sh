@@ -180,7 +180,8 @@ build_standin() {
     return 0
   fi
   log "building $tag from standins/$name (recipe ${want:0:12})"
-  local out
+  local out old_id
+  old_id="$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)"
   out="$(mktemp /tmp/standin-build-"$name".XXXXXX.log)"
   if ! docker build --label "standin.recipe=$want" --label "standin.name=$name" \
       -t "$tag" "$dir" >"$out" 2>&1; then
@@ -188,6 +189,12 @@ build_standin() {
     die "build of $tag failed (full log $out)"
   fi
   rm -f "$out"
+  # Drop the previous version of this stand-in by id. (Not `image prune --filter
+  # label=standin.name`: images built FROM a stand-in inherit its labels, so that would
+  # also delete the project's own build cache, e.g. the Dockerfile's build stage.)
+  if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$tag")" ]; then
+    docker rmi "$old_id" >/dev/null 2>&1 || true
+  fi
 }
 
 main() {
@@ -202,8 +209,6 @@ main() {
   build_base
   local n
   for n in "${names[@]}"; do build_standin "$n"; done
-  # drop the untagged previous versions of rebuilt stand-ins (ours only)
-  docker image prune -f --filter label=standin.name >/dev/null
   for n in "${names[@]}"; do
     docker image inspect "${TAGS[$n]}" >/dev/null 2>&1 || die "${TAGS[$n]} missing after build"
   done

@@ -7,7 +7,7 @@
 #      is ever pulled
 #   3. docker compose up -d --build; wait for health; smoke.py through the proxy
 #   4. --scale api=3: every replica healthy and serving reads
-#   5. restart db: the API recovers
+#   5. stop db (readiness answers 503 database_unavailable), start it: the API recovers
 #   6. docker compose down -v (always, also on failure)
 set -euo pipefail
 
@@ -100,7 +100,7 @@ python3 "$HERE/smoke.py" "$BASE" full
 python3 "$HERE/smoke.py" "$BASE" reads one
 
 step "non-root, healthcheck and JSON logs in the api container"
-api_id="$("${COMPOSE[@]}" ps -q api | head -n 1)"
+api_id="$("${COMPOSE[@]}" ps -q api | sed -n 1p)"
 uid="$(docker exec "$api_id" id -u)"
 [ "$uid" != 0 ] || { echo "api runs as root" >&2; exit 1; }
 echo "  api runs as uid $uid"
@@ -131,8 +131,10 @@ done
 echo "  replicas that served the scaled reads: $served of 3"
 [ "$served" -eq 3 ] || { echo "the proxy did not spread reads over the replicas" >&2; exit 1; }
 
-step "restart db; the API recovers"
-"${COMPOSE[@]}" restart db
+step "stop db: readiness says so; start it again: the API recovers"
+"${COMPOSE[@]}" stop db
+python3 "$HERE/smoke.py" "$BASE" down
+"${COMPOSE[@]}" start db
 wait_healthy db 1 120
 python3 "$HERE/smoke.py" "$BASE" wait
 python3 "$HERE/smoke.py" "$BASE" reads after-restart

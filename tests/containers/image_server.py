@@ -29,4 +29,6 @@ os.makedirs("/srv/images", exist_ok=True)
 with open("/srv/images/pixel.png", "wb") as out:
     out.write(png())
 os.chdir("/srv/images")
-http.server.ThreadingHTTPServer(("0.0.0.0", 8000), http.server.SimpleHTTPRequestHandler).serve_forever()  # noqa: S104
+# Inside its container: every interface of that container, reachable on the compose network.
+ADDRESS = ("0.0.0.0", 8000)  # noqa: S104
+http.server.ThreadingHTTPServer(ADDRESS, http.server.SimpleHTTPRequestHandler).serve_forever()

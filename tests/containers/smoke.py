@@ -1,8 +1,8 @@
 """Smoke flow through the nginx port (host python, stdlib only).
 
-    python3 smoke.py BASE_URL full     register, login, add an image, list, docs, metrics
-    python3 smoke.py BASE_URL reads    the reads again, tagging each request's id with a prefix
-    python3 smoke.py BASE_URL wait     until the API answers reads again (after a db restart)
+python3 smoke.py BASE_URL full     register, login, add an image, list, docs, metrics
+python3 smoke.py BASE_URL reads    the reads again, tagging each request's id with a prefix
+python3 smoke.py BASE_URL wait     until the API answers reads again (after a db restart)
 """
 
 from __future__ import annotations
@@ -31,10 +31,16 @@ def call(
     if body is not None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         all_headers.setdefault("Content-Type", "application/json")
-    request = urllib.request.Request(BASE + path, data=data, method=method, headers=all_headers)
+    request = urllib.request.Request(  # noqa: S310 (the test passes an http:// base)
+        BASE + path, data=data, method=method, headers=all_headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.headers.items()},
+                response.read(),
+            )
     except urllib.error.HTTPError as error:
         return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
 
@@ -51,7 +57,12 @@ def full() -> None:
     status, _, body = call(
         "POST",
         "/accounts/register",
-        {"username": name, "email": f"{name}@example.com", "password": PASSWORD, "password_confirm": PASSWORD},
+        {
+            "username": name,
+            "email": f"{name}@example.com",
+            "password": PASSWORD,
+            "password_confirm": PASSWORD,
+        },
     )
     expect(status == 201, f"register {name} -> {status}")
     user_id = json.loads(body)["id"]
@@ -61,7 +72,10 @@ def full() -> None:
     status, _, body = call("GET", "/users/me", headers=auth)
     expect(status == 200 and json.loads(body)["username"] == name, "GET /users/me")
     status, _, body = call(
-        "POST", f"/users/{user_id}/images", {"image_url": "http://images:8000/pixel.png", "title": "Pixel"}, auth
+        "POST",
+        f"/users/{user_id}/images",
+        {"image_url": "http://images:8000/pixel.png", "title": "Pixel"},
+        auth,
     )
     expect(status == 201, f"add image from the image container -> {status} {body[:200]!r}")
     image = json.loads(body)
@@ -80,9 +94,15 @@ def full() -> None:
     status, _, body = call("GET", "/metrics")
     expect(status == 200 and b"gallery_http_requests_total" in body, "/metrics answers")
     status, headers, _ = call("GET", "/health/ready", headers={"X-Request-ID": "smoke-rid-1"})
-    expect(status == 200 and headers.get("x-request-id") == "smoke-rid-1", "X-Request-ID passes through")
+    expect(
+        status == 200 and headers.get("x-request-id") == "smoke-rid-1",
+        "X-Request-ID passes through",
+    )
     _, headers, _ = call("GET", "/users")
-    expect(re.fullmatch(r"[0-9a-f]{32}", headers.get("x-request-id", "")) is not None, "nginx makes an id")
+    expect(
+        re.fullmatch(r"[0-9a-f]{32}", headers.get("x-request-id", "")) is not None,
+        "nginx makes an id",
+    )
     expect(headers.get("x-content-type-options") == "nosniff", "security headers through the proxy")
     status, _, _ = call("POST", "/accounts/register", b"x" * (2 * 1024 * 1024))
     expect(status == 413, f"nginx refuses a 2 MiB body -> {status}")
@@ -120,11 +140,27 @@ def wait(deadline_seconds: float = 90) -> None:
     expect(False, f"API did not recover within {deadline_seconds}s")
 
 
+def down(deadline_seconds: float = 30) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_seconds:
+        status, _, body = call("GET", "/health/ready")
+        if status == 503:
+            code = json.loads(body).get("code")
+            expect(code == "database_unavailable", f"readiness 503 {code} while the db is down")
+            status, _, _ = call("GET", "/health/live")
+            expect(status == 200, "liveness still 200")
+            return
+        time.sleep(0.5)
+    expect(False, "readiness never reported the stopped database")
+
+
 if MODE == "full":
     full()
 elif MODE == "reads":
     reads(sys.argv[3])
 elif MODE == "wait":
     wait()
+elif MODE == "down":
+    down()
 else:
     sys.exit(f"unknown mode {MODE}")

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import assert_error, sign_up
@@ -113,6 +114,23 @@ class TestMetricsDisabled:
     async def test_metrics_endpoint_is_gone(self, client: httpx.AsyncClient) -> None:
         assert_error(await client.get("/metrics"), 404, "not_found")
         assert (await client.get("/users")).status_code == 200
+
+
+class TestMetricsRestricted:
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"metrics_allowed_networks": "10.0.0.0/8, 192.168.1.0/24"}
+
+    async def test_callers_outside_the_networks_get_404(self, client: httpx.AsyncClient) -> None:
+        # The ASGI test client's address is 127.0.0.1, outside both networks.
+        assert_error(await client.get("/metrics"), 404, "not_found")
+
+    async def test_callers_inside_the_networks_read_metrics(self, app: FastAPI) -> None:
+        transport = httpx.ASGITransport(app=app, client=("10.1.2.3", 40000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as inside:
+            response = await inside.get("/metrics")
+        assert response.status_code == 200
+        assert "gallery_http_requests_total" in response.text
 
 
 ASSET_URL = re.compile(r'(?:src|href)="([^"]+)"')
