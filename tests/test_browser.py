@@ -146,4 +146,3 @@ def test_redoc_renders_offline(server: LiveServer, browser: BrowserSession) -> N
     assert not browser.off_origin(server.url), browser.off_origin(server.url)
     violations = [m for m in browser.console if "Content Security Policy" in m]
     assert not violations, violations
-
