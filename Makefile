@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format migrate bench clean
+.PHONY: run test lint format migrate bench clean browser-deps compose-test lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,33 @@ run: $(VENV)/.installed
 	$(BIN)/gallery serve
 
 ## The whole suite: SQLite always, and PostgreSQL too when TEST_DATABASE_URL is set.
+## The browser test runs when /usr/bin/chromium exists (`make browser-deps` installs it).
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest
+
+## Debian's Chromium for tests/test_browser.py (Playwright drives it; no browser download).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium with apt-get"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## The real containers: stand-in base images, compose up, smoke flow via nginx, scale, db restart.
+compose-test:
+	tests/containers/compose_test.sh
+
+## Refresh requirements.lock (exact versions + hashes) from pyproject.toml's dependencies.
+lock: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.11 \
+	  --no-header -o requirements.lock
 
 ## ruff (lint and format check) and mypy --strict on app/.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check app tests migrations
 	$(BIN)/ruff format --check app tests migrations
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix app tests migrations

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging.config
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import click
 import uvicorn
 from alembic import command
 from alembic.config import Config
+from pydantic import ValidationError
 
 from app.config import Settings
 
@@ -18,7 +26,22 @@ def _alembic_config(database_url: str) -> Config:
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
     config.attributes["database_url"] = database_url
+    # Our logging config applies (JSON or text), not alembic.ini's.
+    config.attributes["configure_logger"] = False
     return config
+
+
+def _configure_logging(settings: Settings) -> None:
+    from app.ops.logs import logging_config
+
+    logging.config.dictConfig(logging_config(settings))
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings:\n{exc}") from exc
 
 
 @click.group()
@@ -29,8 +52,29 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Apply every pending database migration."""
-    settings = Settings()
+    settings = _settings()
+    _configure_logging(settings)
     command.upgrade(_alembic_config(settings.database_url), "head")
+
+
+def _prepare_metrics_dir(settings: Settings) -> Path | None:
+    """Several workers share their metrics through files in PROMETHEUS_MULTIPROC_DIR.
+
+    Set here, before uvicorn starts the workers, so each one inherits it; emptied first
+    because values left by an earlier run would be counted again. Returns the directory
+    when it is a temporary one made here (removed when the server stops).
+    """
+    from app.ops.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        prepare_multiprocess_dir(Path(directory))
+        return None
+    if settings.web_concurrency == 1 or not settings.metrics_enabled:
+        return None
+    directory = tempfile.mkdtemp(prefix="gallery-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return Path(directory)
 
 
 @main.command()
@@ -42,14 +86,112 @@ def migrate() -> None:
     help="Apply pending migrations before serving.",
 )
 def serve(run_migrations: bool) -> None:
-    """Serve the API on HOST:PORT (default 127.0.0.1:8000)."""
-    settings = Settings()
+    """Serve the API on HOST:PORT with WEB_CONCURRENCY worker processes.
+
+    Proxy headers (X-Forwarded-For/-Proto) are trusted only from FORWARDED_ALLOW_IPS;
+    on SIGTERM running requests get GRACEFUL_TIMEOUT seconds to finish.
+    """
+    settings = _settings()
+    _configure_logging(settings)
     if run_migrations:
         command.upgrade(_alembic_config(settings.database_url), "head")
+    temporary_metrics_dir = _prepare_metrics_dir(settings)
+    try:
+        _run_server(settings)
+    finally:
+        if temporary_metrics_dir is not None:
+            shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
+
+
+def _run_server(settings: Settings) -> None:
+    from app.ops.logs import logging_config
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
-        proxy_headers=False,
+        workers=settings.web_concurrency,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        log_config=logging_config(settings),
+        # The app logs each request once, with its id; uvicorn's own line would repeat it.
+        access_log=False,
+        server_header=False,
     )
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        password: str = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True
+        )
+        return password
+    # Piped: the first line is the password (`printf '%s\n' "$PW" | gallery create-admin ...`).
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.ClickException("no password on standard input")
+    return line
+
+
+async def _create_admin(settings: Settings, username: str, email: str, password: str) -> int:
+    from app.accounts import service as accounts_service
+    from app.accounts.security import PasswordHasher
+    from app.db import create_engine, create_sessionmaker
+
+    engine = create_engine(settings)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session, session.begin():
+            user = await accounts_service.create_user(
+                session,
+                PasswordHasher(),
+                username=username,
+                email=email,
+                password=password,
+                is_admin=True,
+            )
+            return user.id
+    finally:
+        await engine.dispose()
+
+
+@main.command("create-admin")
+@click.option("--username", required=True, help="The new administrator's username.")
+@click.option("--email", required=True, help="The new administrator's email.")
+def create_admin(username: str, email: str) -> None:
+    """Create an administrator. The password is prompted for (twice), or read from stdin."""
+    from app.accounts.schemas import RegisterRequest
+    from app.errors import AppError
+
+    settings = _settings()
+    password = _read_password()
+    try:
+        # The same rules as POST /accounts/register (username and email formats).
+        checked = RegisterRequest(
+            username=username, email=email, password=password, password_confirm=password
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise click.ClickException(problems) from None
+    try:
+        user_id = asyncio.run(
+            _create_admin(settings, checked.username, str(checked.email), password)
+        )
+    except AppError as exc:
+        raise click.ClickException(f"{exc.detail} ({exc.code})") from None
+    click.echo(f"created admin {checked.username!r} with id {user_id}")
+
+
+@main.command()
+@click.option("--indent", default=2, show_default=True, help="JSON indentation.")
+def openapi(indent: int) -> None:
+    """Print the OpenAPI document (JSON) to standard output."""
+    from app.main import create_app
+
+    spec = create_app(_settings()).openapi()
+    click.echo(json.dumps(spec, indent=indent or None, ensure_ascii=False))

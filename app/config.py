@@ -84,6 +84,17 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    web_concurrency: int = Field(default=1, ge=1, le=64)
+    forwarded_allow_ips: str = "127.0.0.1"
+    graceful_timeout: int = Field(default=20, ge=1, le=600)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    docs_enabled: bool = True
+    metrics_enabled: bool = True
+    metrics_allowed_networks: Annotated[list[str], NoDecode] = []
+    cors_origins: Annotated[list[str], NoDecode] = []
+    allowed_hosts: Annotated[list[str], NoDecode] = ["*"]
 
     @field_validator(
         "admin_username",
@@ -99,6 +110,19 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            return value.lower() if value.lower() in ("text", "json") else value.upper()
+        return value
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_lists(cls, value: object) -> object:
+        return _split_csv(value)
 
     @field_validator("image_allowed_types", mode="before")
     @classmethod
@@ -125,7 +149,9 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
-    @field_validator("image_fetch_allowed_networks", "trusted_proxies", mode="before")
+    @field_validator(
+        "image_fetch_allowed_networks", "trusted_proxies", "metrics_allowed_networks", mode="before"
+    )
     @classmethod
     def _parse_networks(cls, value: object) -> object:
         parsed = _split_csv(value)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import service as accounts_service
@@ -20,6 +21,16 @@ from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.router import router as images_router
 from app.mail import Mailer
+from app.ops.docs import docs_router
+from app.ops.metrics import Metrics
+from app.ops.middleware import (
+    REQUEST_ID_HEADER,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+    TrustedHostMiddleware,
+)
+from app.ops.router import metrics_router
+from app.ops.router import router as ops_router
 from app.pagination import CursorCodec
 from app.rate_limits import RateLimiter
 from app.users.router import router as users_router
@@ -45,7 +56,8 @@ class StripTrailingSlash:
         if scope["type"] == "http":
             path: str = scope["path"]
             if len(path) > 1 and path.endswith("/"):
-                scope = dict(scope)
+                # Changed in place (as Starlette's router does) so the outer middleware sees
+                # the matched route the router records in this same scope.
                 scope["path"] = path.rstrip("/") or "/"
                 raw_path = scope.get("raw_path")
                 if raw_path:
@@ -74,6 +86,7 @@ def create_app(
     `image_resolver` replaces the system's DNS for URL checks (tests answer with it).
     """
     settings = settings or Settings()
+    metrics = Metrics() if settings.metrics_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,15 +106,27 @@ def create_app(
         app.state.cursor_codec = CursorCodec(secret_key.encode())
         app.state.rate_limiter = RateLimiter(settings)
         app.state.mailer = Mailer(settings)
-        app.state.image_checker = ImageChecker(image_transport, settings, resolver)
+        app.state.metrics = metrics
+        app.state.image_checker = ImageChecker(
+            image_transport,
+            settings,
+            resolver,
+            on_outcome=metrics.observe_image_check if metrics else None,
+        )
+        if metrics is not None:
+            metrics.watch_pool(engine)
         try:
             await _bootstrap_admin(app, settings)
             yield
         finally:
+            # Graceful shutdown: uvicorn has stopped taking requests and let the running ones
+            # finish (GRACEFUL_TIMEOUT); now release the outbound transport and the pool.
             await image_transport.aclose()
             if system_resolver is not None:
                 system_resolver.close()
             await engine.dispose()
+            if metrics is not None:
+                metrics.close()
 
     app = FastAPI(
         title="Gallery API",
@@ -109,10 +134,31 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
+        # Our own pages below serve the docs without a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     install_error_handlers(app)
     app.include_router(accounts_router)
     app.include_router(users_router)
     app.include_router(images_router)
+    app.include_router(ops_router)
+    if metrics is not None:
+        app.include_router(metrics_router)
+    if settings.docs_enabled:
+        app.include_router(docs_router(app))
+    # Added innermost first: a request meets them in the reverse order.
     app.add_middleware(StripTrailingSlash)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

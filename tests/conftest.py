@@ -7,6 +7,7 @@ test run migrates its own new database with alembic; each test starts from empty
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,15 +24,53 @@ from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.config import Settings
+from app.config import DEVELOPMENT_SECRET_KEY, Settings
 from app.images.fetcher import Resolver
 from app.main import create_app
+from tests.helpers import ISSUED_TOKENS, PASSWORD
 from tests.image_host import ImageHost
+from tests.log_capture import LogCapture, find_leaks
 from tests.mail_server import MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
 TABLES = ("account_tokens", "refresh_tokens", "account_sessions", "images", "users")
+
+
+# Passwords and keys the tests use: none may ever be logged.
+KNOWN_SECRETS = (
+    PASSWORD,
+    TEST_SECRET,
+    DEVELOPMENT_SECRET_KEY,
+    "first-admin-password",
+    "another-password-entirely",
+)
+
+
+APPS_STARTED: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_logs() -> Iterator[LogCapture]:
+    """Capture every log line of the whole run; at the end, fail if any shows a secret."""
+    capture = LogCapture()
+    root = logging.getLogger()
+    app_logger = logging.getLogger("app")
+    levels = (root.level, app_logger.level)
+    root.setLevel(logging.INFO)
+    app_logger.setLevel(logging.DEBUG)
+    root.addHandler(capture)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(levels[0])
+        app_logger.setLevel(levels[1])
+    # Not vacuous: when apps served requests, their access lines were captured.
+    if APPS_STARTED:
+        assert any(r.name == "app.access" for r in capture.records), "no access log captured"
+    leaks = find_leaks(capture.lines, [*KNOWN_SECRETS, *ISSUED_TOKENS])
+    assert not leaks, "secrets in the logs:\n" + "\n".join(leaks[:20])
 
 
 def _backends() -> list[str]:
@@ -201,6 +240,7 @@ async def app(
     application = create_app(
         make_settings(database_url, **settings_overrides), image_resolver=image_resolver
     )
+    APPS_STARTED.append(database_url)
     try:
         async with LifespanManager(application):
             yield application

@@ -12,6 +12,8 @@ from app.accounts.security import PasswordHasher
 from app.accounts.service import create_user
 
 PASSWORD = "a-long-enough-passphrase"
+# Every token the tests were given: the log check at the end of the run looks for each.
+ISSUED_TOKENS: list[str] = []
 
 
 @dataclass
@@ -33,6 +35,7 @@ async def login_pair(
     response = await client.post("/accounts/login", json={"login": login, "password": password})
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
+    ISSUED_TOKENS.extend(body[key] for key in ("access_token", "refresh_token") if key in body)
     return body
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -21,6 +22,7 @@ import puremagic
 from app.config import Settings
 from app.db import utcnow
 from app.images.errors import (
+    ImageCheckFailed,
     ImageUrlBadStatus,
     ImageUrlNotImage,
     ImageUrlUnreachable,
@@ -143,7 +145,11 @@ class ImageChecker:
     request and hop, and the body."""
 
     def __init__(
-        self, transport: httpx.AsyncBaseTransport, settings: Settings, resolver: Resolver
+        self,
+        transport: httpx.AsyncBaseTransport,
+        settings: Settings,
+        resolver: Resolver,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self._transport = transport
         self._resolver = resolver
@@ -155,10 +161,27 @@ class ImageChecker:
         self._max_redirects = settings.image_fetch_max_redirects
         self._sniff = settings.image_sniff
         self._slots = asyncio.Semaphore(settings.image_fetch_concurrency)
+        self._on_outcome = on_outcome
 
     async def check(self, raw_url: str) -> CheckedImage:
         """Accept the URL when it answers 2xx and its first bytes are an image of an
-        allowed type (or, with sniffing off, when HEAD claims one)."""
+        allowed type (or, with sniffing off, when HEAD claims one).
+
+        Each outcome (`ok` or the error code) is reported to `on_outcome`, for the metrics.
+        """
+        try:
+            checked = await self._check(raw_url)
+        except ImageCheckFailed as exc:
+            self._report(exc.code)
+            raise
+        self._report("ok")
+        return checked
+
+    def _report(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    async def _check(self, raw_url: str) -> CheckedImage:
         url = normalise_image_url(raw_url)
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:

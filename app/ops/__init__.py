@@ -1,0 +1,1 @@
+"""Operability: health, metrics, logs, request ids, security headers and the offline docs."""

@@ -1,0 +1,133 @@
+"""Log lines: one JSON object per line in production, readable text in development.
+
+Every record carries the id of the request it was logged in (`request_id`, from a context
+variable the request middleware sets), and every line passes a redaction step so a bearer
+token, an `Authorization` value or a password that slipped into a message is masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+from app.config import Settings
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+
+# Attributes every LogRecord has; anything else was passed with `extra=` and is logged too.
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "request_id", "taskName", "color_message"}
+)
+
+_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # Bearer tokens and Authorization header values.
+    (re.compile(r"(?i)(bearer\s+)[^\s,;\"']+"), r"\1[REDACTED]"),
+    (
+        re.compile(
+            r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|digest)\s+)?[^\"',}\s]+"
+        ),
+        r"\1[REDACTED]",
+    ),
+    # "password": "...", password=..., secret_key=..., and the like.
+    (
+        re.compile(
+            r"(?i)((?:password|passwd|secret|token)[a-z_]*[\"']?\s*[:=]\s*[\"']?)[^\"',}&\s]+"
+        ),
+        r"\1[REDACTED]",
+    ),
+    # Credentials inside URLs: scheme://user:password@host
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1[REDACTED]@"),
+    # Anything shaped like a JWT.
+    (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+"), "[REDACTED-JWT]"),
+)
+
+
+def redact(text: str) -> str:
+    """Mask secrets that must never reach a log line."""
+    for pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamp each record with the current request's id (`-` outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get() or "-"
+        return True
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {key: value for key, value in vars(record).items() if key not in _STANDARD_ATTRS}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id and extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "request_id": getattr(record, "request_id", None) or request_id_var.get() or "-",
+            "pid": record.process,
+        }
+        for key, value in _extras(record).items():
+            entry[key] = (
+                value if isinstance(value, int | float | bool | None) else redact(str(value))
+            )
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        # Redacted before encoding (JSON escapes quotes) and once more after, as a backstop.
+        return redact(json.dumps(entry, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger [request id] message key=value...` for people reading a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get() or "-"
+        line = super().format(record)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+        return redact(line)
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """A `logging.config.dictConfig` for the server; uvicorn applies it in every worker."""
+    formatter = "json" if settings.log_format == "json" else "text"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": "app.ops.logs.RequestIdFilter"}},
+        "formatters": {
+            "json": {"()": "app.ops.logs.JsonFormatter"},
+            "text": {"()": "app.ops.logs.TextFormatter"},
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": formatter,
+                "filters": ["request_id"],
+            }
+        },
+        "root": {"level": settings.log_level, "handlers": ["default"]},
+        "loggers": {
+            # Our middleware writes the access log (once per request, with the request id).
+            "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
+            "uvicorn": {"level": settings.log_level, "handlers": [], "propagate": True},
+            "uvicorn.error": {"level": settings.log_level, "handlers": [], "propagate": True},
+        },
+    }

@@ -1,0 +1,215 @@
+"""Pure ASGI middleware: request ids and the access log, metrics, security headers, hosts.
+
+Plain ASGI classes rather than `BaseHTTPMiddleware`: they add no task or stream per request
+and keep the request in the handler's context (so the request id reaches every log line).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.ops.logs import request_id_var
+from app.ops.metrics import Metrics
+
+access_logger = logging.getLogger("app.access")
+error_logger = logging.getLogger("app.errors")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids from the proxy or a client are kept only when short and plain: no log injection.
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Probes and scrapes would drown the access log; they are logged at DEBUG only.
+_QUIET_PATHS = ("/health/", "/metrics")
+UNMATCHED_ROUTE = "unmatched"
+
+# The docs pages run Swagger UI and ReDoc from our own origin: scripts only from files we
+# serve, inline styles (both libraries set them), images from data: URIs, ReDoc's search in
+# a blob: worker. Everything else answers JSON and may load nothing at all.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def request_id_from(headers: Headers) -> str:
+    """The caller's X-Request-ID when it is well-formed, otherwise a new one."""
+    given = headers.get(REQUEST_ID_HEADER)
+    if given and _VALID_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/users/{user_id}`), never the raw path."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is None and "endpoint" in scope:
+        # Plain Starlette routes (FastAPI's /openapi.json) record only their endpoint.
+        endpoint = scope["endpoint"]
+        for route in getattr(scope.get("app"), "routes", ()):
+            if getattr(route, "endpoint", None) is endpoint:
+                path = getattr(route, "path", None)
+                break
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+class RequestContextMiddleware:
+    """Give each request an id, log it once, count it, and render unhandled errors as JSON.
+
+    The id comes from `X-Request-ID` (validated) or is generated; it is returned on every
+    response and set in a context variable that the log filter reads.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_from(Headers(scope=scope))
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_logger.exception("unhandled error")
+            if response_started:
+                raise
+            await _send_internal_error(send, request_id)
+        finally:
+            self._finish(scope, status, time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _finish(self, scope: Scope, status: int, seconds: float) -> None:
+        route = route_template(scope)
+        method: str = scope["method"]
+        if self.metrics is not None:
+            self.metrics.observe_request(method, route, status, seconds)
+        path: str = scope["path"]
+        quiet = path.startswith(_QUIET_PATHS) and status < 500
+        level = logging.DEBUG if quiet else logging.INFO
+        if access_logger.isEnabledFor(level):
+            client = scope.get("client")
+            access_logger.log(
+                level,
+                "%s %s %s %.1fms",
+                method,
+                path,
+                status,
+                seconds * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": client[0] if client else None,
+                },
+            )
+
+
+async def _send_internal_error(send: Send, request_id: str) -> None:
+    body = json.dumps({"detail": "Internal server error.", "code": "internal_error"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeadersMiddleware:
+    """`X-Content-Type-Options`, `Referrer-Policy`, `X-Frame-Options` and a CSP on every answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        policy = DOCS_CSP if path.startswith(DOCS_PATHS) else API_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "no-referrer")
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("Content-Security-Policy", policy)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class TrustedHostMiddleware:
+    """Answer 400 `invalid_host` unless the Host header is in ALLOWED_HOSTS.
+
+    `*` allows any host; `*.example.com` allows its subdomains. Health probes are exempt:
+    orchestrators call them by container address, not by the public name.
+    """
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = [host.lower() for host in allowed_hosts]
+        self.allow_any = "*" in self.allowed
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower()
+        for pattern in self.allowed:
+            if host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])):
+                return True
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] != "http" or scope["path"].startswith("/health/"):
+            await self.app(scope, receive, send)
+            return
+        host = Headers(scope=scope).get("host", "")
+        # Drop the port; keep IPv6 literals ([::1]:8000) whole up to their bracket.
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 or "]:" in host else host
+        if self.host_allowed(name):
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": "Invalid host header.", "code": "invalid_host"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

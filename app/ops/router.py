@@ -1,0 +1,55 @@
+"""Operations endpoints: liveness, readiness and Prometheus metrics (not in the API schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from app.config import Settings
+from app.errors import NotFound, error_responses
+from app.ops import health
+from app.ops.metrics import Metrics, metrics_client_allowed
+
+router = APIRouter(tags=["operations"], include_in_schema=False)
+metrics_router = APIRouter(tags=["operations"], include_in_schema=False)
+
+
+class LiveStatus(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyStatus(BaseModel):
+    status: Literal["ok"] = "ok"
+    database: Literal["ok"] = "ok"
+
+
+@router.get("/health/live", summary="Liveness", response_model=LiveStatus)
+async def live() -> LiveStatus:
+    """The process is up and serving; no dependency is checked."""
+    return LiveStatus()
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness",
+    response_model=ReadyStatus,
+    responses=error_responses(health.DatabaseUnavailable),
+)
+async def ready(request: Request) -> ReadyStatus:
+    """The database answers within a short deadline; 503 `database_unavailable` otherwise."""
+    await health.check_database(request.app.state.engine, health.READY_TIMEOUT_SECONDS)
+    return ReadyStatus()
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    """Request counts and latency per route, image-check outcomes, database pool use."""
+    settings: Settings = request.app.state.settings
+    client = request.client.host if request.client else None
+    if not metrics_client_allowed(client, settings.metrics_allowed_networks):
+        # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
+        raise NotFound()
+    app_metrics: Metrics = request.app.state.metrics
+    return Response(app_metrics.render(), media_type=app_metrics.content_type)
