@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite+aiosqlite:///./gallery.db"
     database_pool_size: int = Field(default=10, ge=1)
+    database_connect_timeout: float = Field(default=1.5, gt=0, le=60)
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET_KEY)
     access_token_expire_minutes: int = Field(default=15, ge=1)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     image_allowed_types: Annotated[list[str], NoDecode] = list(DEFAULT_IMAGE_TYPES)
     image_fetch_timeout: float = Field(default=5.0, gt=0, le=60)
     image_fetch_allowed_networks: Annotated[list[str], NoDecode] = []
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

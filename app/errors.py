@@ -187,6 +187,39 @@ def install_error_handlers(app: FastAPI) -> None:
         sqlalchemy_exc.OperationalError,
         sqlalchemy_exc.InterfaceError,
         sqlalchemy_exc.TimeoutError,
+        # asyncpg's connect() raises the socket's own error (ConnectionRefusedError,
+        # TimeoutError, another OSError) unwrapped by SQLAlchemy. Outbound HTTP errors are
+        # caught by the image check, so an OSError reaching here comes from the database.
+        OSError,
     ):
         app.add_exception_handler(database_error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+_COMMON_RESPONSES: dict[str, tuple[str, str]] = {
+    "413": ("payload_too_large", "The request body is larger than `MAX_BODY_BYTES`."),
+    "503": ("database_unavailable", "The database could not be reached; retry shortly."),
+}
+
+
+def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the answers any operation can give to its OpenAPI `responses`: 503 when the
+    database is down, and 413 when it takes a body and the body is too large."""
+    error_schema = {"$ref": "#/components/schemas/ErrorBody"}
+    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorBody", ErrorBody.model_json_schema()
+    )
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            for status_code, (code, meaning) in _COMMON_RESPONSES.items():
+                if status_code == "413" and "requestBody" not in operation:
+                    continue
+                responses.setdefault(
+                    status_code,
+                    {
+                        "description": f"{meaning} Error codes: `{code}`",
+                        "content": {"application/json": {"schema": error_schema}},
+                    },
+                )
+    return schema

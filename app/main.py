@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -15,9 +16,10 @@ from app.accounts.router import router as accounts_router
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.router import router as images_router
+from app.limits import BodySizeLimit
 from app.pagination import CursorCodec
 from app.users.router import router as users_router
 
@@ -63,8 +65,16 @@ async def _bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; its engine and HTTP client are made when it starts, not here."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    image_fetch_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the app; its engine and HTTP client are made when it starts, not here.
+
+    `image_fetch_transport` replaces the network transport of the image checks (tests pass
+    one that refuses every non-loopback address before connecting).
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -74,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=settings.image_fetch_timeout,
             trust_env=False,
             headers={"User-Agent": "GalleryAPI-ImageCheck/1.0"},
+            transport=image_fetch_transport,
         )
         app.state.settings = settings
         app.state.engine = engine
@@ -101,4 +112,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(users_router)
     app.include_router(images_router)
     app.add_middleware(StripTrailingSlash)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_responses(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
