@@ -84,8 +84,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
         # Fail fast while the database is down: a request answers 503 in about this long
-        # instead of waiting for the driver's 60 s default (or for a free pool slot).
-        pool_timeout=settings.database_connect_timeout,
+        # instead of waiting for the driver's 60 s default.
         connect_args={"timeout": settings.database_connect_timeout},
     )
 

@@ -62,6 +62,9 @@ class ImageHost:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+        # Concurrency tests open dozens of connections at once; the default backlog of 5
+        # would drop SYNs and turn them into retries past the check's deadline.
+        ThreadingHTTPServer.request_queue_size = 256
         self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
