@@ -107,6 +107,12 @@ class ImageChecker:
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._client.head(url, follow_redirects=True)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            # Only a redirect can get here (the URL itself was checked above): one to
+            # `file:`, `ftp:`, `javascript:` or `data:` is the URL's fault, not the network's.
+            raise ImageUrlInvalid(
+                "The image URL redirects to an address that is not an http or https URL."
+            ) from exc
         except (TimeoutError, httpx.TransportError, httpx.TooManyRedirects) as exc:
             raise ImageUrlUnreachable() from exc
         if not response.is_success:
