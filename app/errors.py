@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -134,6 +135,18 @@ _HTTP_CODES = {
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI and Starlette answer 400 when a body cannot be decoded at all (bytes that
+        # are not UTF-8, a broken multipart form): to a caller that is one more malformed
+        # body, answered like every other one.
+        return _json(
+            422,
+            {
+                "detail": "Invalid request: body: the body could not be decoded.",
+                "code": "validation_error",
+                "errors": [{"loc": ["body"], "msg": "Undecodable body", "type": "body_invalid"}],
+            },
+        )
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else "Request failed."
     return _json(exc.status_code, {"detail": detail, "code": code}, exc.headers)
@@ -206,12 +219,25 @@ def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
     """Add the answers any operation can give to its OpenAPI `responses`: 503 when the
     database is down, and 413 when it takes a body and the body is too large."""
     error_schema = {"$ref": "#/components/schemas/ErrorBody"}
-    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
-        "ErrorBody", ErrorBody.model_json_schema()
+    validation_schema = {"$ref": "#/components/schemas/ValidationErrorBody"}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    components.setdefault(
+        "ValidationErrorBody",
+        ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"),
     )
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
+            if operation.get("parameters") or "requestBody" in operation:
+                # FastAPI documents its own 422 shape; ours is `ValidationErrorBody`.
+                description = responses.get("422", {}).get("description", "Validation Error")
+                if description == "Validation Error":  # FastAPI's own
+                    description = "Error codes: `validation_error`"
+                responses["422"] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": validation_schema}},
+                }
             for status_code, (code, meaning) in _COMMON_RESPONSES.items():
                 if status_code == "413" and "requestBody" not in operation:
                     continue
@@ -222,4 +248,7 @@ def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
                         "content": {"application/json": {"schema": error_schema}},
                     },
                 )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f'"#/components/schemas/{unused}"' not in json.dumps(schema):
+            components.pop(unused, None)
     return schema
