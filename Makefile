@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format migrate clean
+.PHONY: run test fuzz soak soak-long lint format migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,19 +22,31 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/gallery serve
 
-## The whole suite: SQLite always, and PostgreSQL too when TEST_DATABASE_URL is set.
+## The suite without fuzzing and soak: SQLite always, PostgreSQL too when TEST_DATABASE_URL is set.
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not fuzz and not soak"
+
+## Schemathesis against every operation (FUZZ_MAX_EXAMPLES per operation, default 40).
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/pytest -m fuzz
+
+## Short load soak on a throwaway PostgreSQL cluster (SOAK_SECONDS, default 10).
+soak: $(VENV)/.installed-dev
+	$(BIN)/pytest -m soak -s
+
+## The long soak by hand: 60 s, 64 clients, 2 workers, against $$TEST_DATABASE_URL's server.
+soak-long: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.soak --seconds 60 --clients 64 --workers 2 --output bench/results/soak-latest.json
 
 ## ruff (lint and format check) and mypy --strict on app/.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix app tests migrations
-	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations bench
+	$(BIN)/ruff format app tests migrations bench
 
 migrate: $(VENV)/.installed
 	$(BIN)/gallery migrate

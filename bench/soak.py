@@ -76,6 +76,19 @@ class Report:
     ok: bool = False
 
 
+def _workers(master: int) -> list[int]:
+    """uvicorn's worker processes (not multiprocessing's resource tracker)."""
+    workers = []
+    for pid in _children(master):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            workers.append(pid)
+    return workers
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -174,8 +187,14 @@ async def _wait_ready(base_url: str, deadline: float) -> None:
 
 
 async def run_soak(
-    server_url: str, seconds: float, clients: int, workers: int, users: int = 16
+    server_url: str,
+    seconds: float,
+    clients: int,
+    workers: int,
+    users: int = 16,
+    warmup: float = 10.0,
 ) -> Report:
+    """Run the soak: `warmup` seconds of load, then `seconds` more that are measured."""
     report = Report(seconds=seconds, clients=clients, workers=workers)
     database_url = await _create_postgres_database(server_url)
     host = ImageHost()
@@ -217,7 +236,7 @@ async def run_soak(
         )
         base_url = f"http://127.0.0.1:{port}"
         await _wait_ready(base_url, time.monotonic() + 60)
-        await _run_load(report, base_url, host, process.pid, seconds, clients, users)
+        await _run_load(report, base_url, host, process.pid, seconds, clients, users, warmup)
     finally:
         if process is not None:
             process.send_signal(signal.SIGTERM)
@@ -239,6 +258,7 @@ async def _run_load(
     seconds: float,
     clients: int,
     users: int,
+    warmup: float,
 ) -> None:
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
@@ -259,17 +279,15 @@ async def _run_load(
             accounts.append({"id": r.json()["id"], "username": name, "token": token})
         # One client per account slot; several clients may share an account's gallery view,
         # but each keeps its own images so its deletes and patches never race another's.
-        workers_pids = _children(master_pid) or [master_pid]
+        workers_pids = _workers(master_pid) or [master_pid]
         samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in workers_pids}
         statuses: Counter[str] = Counter()
         operations: Counter[str] = Counter()
         latencies: list[float] = []
-        started = time.monotonic()
-        deadline = started + seconds
         names, weights = zip(*MIX.items(), strict=True)
         pool = [Client(http, dict(accounts[i % users]), host) for i in range(clients)]
 
-        async def drive(client: Client) -> None:
+        async def drive(client: Client, deadline: float) -> None:
             while time.monotonic() < deadline:
                 operation = random.choices(names, weights)[0]  # noqa: S311
                 t0 = time.monotonic()
@@ -287,17 +305,31 @@ async def _run_load(
                 if status not in fine and len(report.unexpected) < 50:
                     report.unexpected.append(f"{operation}: {status}")
 
-        async def sample_rss() -> None:
+        async def sample_rss(deadline: float) -> None:
             while time.monotonic() < deadline:
-                now = time.monotonic() - started
                 for pid in samples:
                     rss = _rss_mib(pid)
                     if rss is not None:
-                        samples[pid].append((now, rss))
+                        samples[pid].append((time.monotonic() - started, rss))
                 await asyncio.sleep(1.0)
 
-        await asyncio.gather(sample_rss(), *(drive(client) for client in pool))
-        elapsed = time.monotonic() - started
+        async def quiet_rss() -> dict[int, float]:
+            # RSS under load swings by the 64 MiB of each password hash in flight; between
+            # phases nothing is in flight, so these readings compare like with like.
+            await asyncio.sleep(2.0)
+            return {pid: _rss_mib(pid) or 0.0 for pid in samples}
+
+        async def phase(length: float) -> None:
+            deadline = time.monotonic() + length
+            await asyncio.gather(sample_rss(deadline), *(drive(c, deadline) for c in pool))
+
+        started = time.monotonic()
+        await phase(warmup)
+        after_warmup = await quiet_rss()
+        main_started = time.monotonic()
+        await phase(seconds)
+        elapsed = time.monotonic() - main_started
+        at_end = await quiet_rss()
 
         # Nothing acknowledged is lost: every image a client kept is in its owner's gallery.
         expected: dict[int, set[int]] = {}
@@ -326,19 +358,15 @@ async def _run_load(
     if latencies:
         report.latency_ms_p50 = round(latencies[len(latencies) // 2] * 1000, 1)
         report.latency_ms_p99 = round(latencies[int(len(latencies) * 0.99)] * 1000, 1)
-    warmup = min(10.0, seconds / 3)
     growth = 0.0
     for pid, series in samples.items():
-        after = [rss for t, rss in series if t >= warmup]
-        if not series or not after:
-            continue
         report.rss_mib[str(pid)] = {
-            "start": round(series[0][1], 1),
-            "after_warmup": round(after[0], 1),
-            "end": round(after[-1], 1),
-            "max": round(max(rss for _, rss in series), 1),
+            "start": round(series[0][1], 1) if series else 0.0,
+            "after_warmup_idle": round(after_warmup[pid], 1),
+            "end_idle": round(at_end[pid], 1),
+            "max_under_load": round(max((rss for _, rss in series), default=0.0), 1),
         }
-        growth = max(growth, after[-1] - after[0])
+        growth = max(growth, at_end[pid] - after_warmup[pid])
     report.rss_growth_after_warmup_mib = round(growth, 1)
 
 
@@ -355,13 +383,16 @@ def main() -> None:
         ),
         help="A PostgreSQL server URL whose user may create databases (loopback only).",
     )
-    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--seconds", type=float, default=60, help="Measured load, after warm-up.")
+    parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rss-allowed-mib", type=float, default=16)
     parser.add_argument("--output", type=Path, help="Also write the report as JSON here.")
     args = parser.parse_args()
-    report = asyncio.run(run_soak(args.database_url, args.seconds, args.clients, args.workers))
+    report = asyncio.run(
+        run_soak(args.database_url, args.seconds, args.clients, args.workers, warmup=args.warmup)
+    )
     report.ok = (
         report.server_errors == 0
         and report.connection_errors == 0
