@@ -148,6 +148,8 @@ MALFORMED_BODIES = (
     b"42",
     b"null",
     b"\xff\xfe\x00garbage",
+    b'{"a": "\xc3\x28"}',  # not UTF-8: used to be an undocumented 400
+    b"\x9c\\\x064",  # found by schemathesis
     b'{"a": NaN}',
 )
 
