@@ -30,7 +30,7 @@ test: $(VENV)/.installed-dev
 fuzz: $(VENV)/.installed-dev
 	$(BIN)/pytest -m fuzz
 
-## Short load soak on a throwaway PostgreSQL cluster (SOAK_SECONDS, default 10).
+## Short load soak on a throwaway PostgreSQL cluster (SOAK_WARMUP 15 s, then SOAK_SECONDS 10 s).
 soak: $(VENV)/.installed-dev
 	$(BIN)/pytest -m soak -s
 

@@ -73,6 +73,9 @@ class Report:
     latency_ms_p99: float = 0.0
     rss_mib: dict[str, dict[str, float]] = field(default_factory=dict)
     rss_growth_after_warmup_mib: float = 0.0
+    # How far the last idle reading rises above every earlier idle reading after warm-up:
+    # a leak makes each reading a new high; allocator arenas settling do not.
+    rss_new_high_at_end_mib: float = 0.0
     ok: bool = False
 
 
@@ -372,7 +375,7 @@ async def _run_load(
     if latencies:
         report.latency_ms_p50 = round(latencies[len(latencies) // 2] * 1000, 1)
         report.latency_ms_p99 = round(latencies[int(len(latencies) * 0.99)] * 1000, 1)
-    growth = 0.0
+    growth = new_high = 0.0
     for pid, series in samples.items():
         report.rss_mib[str(pid)] = {
             "start": round(series[0][1], 1) if series else 0.0,
@@ -382,11 +385,14 @@ async def _run_load(
             "max_under_load": round(max((rss for _, rss in series), default=0.0), 1),
         }
         growth = max(growth, at_end[pid] - after_warmup[pid])
+        new_high = max(new_high, at_end[pid] - max(after_warmup[pid], halfway[pid]))
     report.rss_growth_after_warmup_mib = round(growth, 1)
+    report.rss_new_high_at_end_mib = round(new_high, 1)
 
 
 def rss_is_flat(report: Report, allowed_mib: float) -> bool:
-    return bool(report.rss_mib) and report.rss_growth_after_warmup_mib <= allowed_mib
+    """No worker's idle RSS at the end is a new high above its readings after warm-up."""
+    return bool(report.rss_mib) and report.rss_new_high_at_end_mib <= allowed_mib
 
 
 def main() -> None:
