@@ -191,6 +191,25 @@ async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
     return _json(500, {"detail": "Internal server error.", "code": "internal_error"})
 
 
+# SQLSTATE classes that mean "the database cannot serve us right now", not "our query is
+# wrong": 08 connection exception, 53 insufficient resources (too many connections, out of
+# memory or disk), 57P0x shutdown, crash or start-up in progress.
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "53", "57P")
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A driver error SQLAlchemy did not classify as operational (asyncpg's connect-time
+    "too many clients" or "starting up" arrive as a plain DBAPIError): 503 when its SQLSTATE
+    says the server is unavailable, a 500 otherwise."""
+    assert isinstance(exc, sqlalchemy_exc.DBAPIError)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if exc.connection_invalidated or (
+        isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+    ):
+        return await _database_unavailable(request, exc)
+    return await _unexpected_error(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error the app can produce as JSON with `detail` and `code`."""
     app.add_exception_handler(AppError, _app_error)
@@ -206,6 +225,7 @@ def install_error_handlers(app: FastAPI) -> None:
         OSError,
     ):
         app.add_exception_handler(database_error, _database_unavailable)
+    app.add_exception_handler(sqlalchemy_exc.DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

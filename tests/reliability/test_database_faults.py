@@ -4,12 +4,16 @@ and nothing acknowledged is lost. Runs on a PostgreSQL cluster of its own that i
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.main import create_app
 from tests.conftest import _create_postgres_database, make_settings, migrate
@@ -102,3 +106,47 @@ async def test_database_outage_answers_503_fast_and_recovers_without_losing_data
     assert response.status_code == 201, response.text
     if _has_route(cluster_app, "/health/ready"):
         assert (await client.get("/health/ready")).status_code == 200
+
+
+async def test_too_many_connections_is_503_not_500(
+    postgres_cluster: PostgresCluster, image_host: ImageHost
+) -> None:
+    """A full server refuses new connections with SQLSTATE 53300, which asyncpg raises at
+    connect time as a plain DBAPIError: still 503, and fine again once a slot frees up."""
+    url = await _create_postgres_database(postgres_cluster.server_url)
+    await migrate(url, "head")
+    role = f"gallery_limited_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as connection:
+            for statement in (
+                f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+            ):
+                await connection.execute(text(statement))
+    finally:
+        await admin.dispose()
+    limited_url = make_url(url).set(username=role).render_as_string(hide_password=False)
+    application = create_app(
+        make_settings(limited_url, database_pool_size=1),
+        image_fetch_transport=LoopbackOnlyTransport(),
+    )
+    # Someone else holds the role's only connection.
+    holder = await asyncpg.connect(
+        host="127.0.0.1", port=postgres_cluster.port, user=role, database=make_url(url).database
+    )
+    try:
+        async with LifespanManager(application):
+            transport = httpx.ASGITransport(app=application)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                started = time.monotonic()
+                response = await client.get("/users")
+                assert time.monotonic() - started < OUTAGE_DEADLINE
+                assert_error(response, 503, "database_unavailable")
+                await holder.close()
+                response = await client.get("/users")
+                assert response.status_code == 200, response.text
+    finally:
+        if not holder.is_closed():
+            await holder.close()
