@@ -34,9 +34,9 @@ fuzz: $(VENV)/.installed-dev
 soak: $(VENV)/.installed-dev
 	$(BIN)/pytest -m soak -s
 
-## The long soak by hand: 60 s, 64 clients, 2 workers, against $$TEST_DATABASE_URL's server.
+## The long soak by hand: 60 s, 64 clients, 2 workers, on a throwaway PostgreSQL cluster.
 soak-long: $(VENV)/.installed-dev
-	$(BIN)/python -m bench.soak --seconds 60 --clients 64 --workers 2 --output bench/results/soak-latest.json
+	$(BIN)/python -m bench.soak --own-cluster --seconds 60 --clients 64 --workers 2 --output bench/results/soak-latest.json
 
 ## ruff (lint and format check) and mypy --strict on app/.
 lint: $(VENV)/.installed-dev

@@ -39,7 +39,11 @@ from tests.conftest import (  # noqa: E402
 )
 from tests.helpers import PASSWORD  # noqa: E402
 from tests.image_host import ImageHost  # noqa: E402
-from tests.reliability.support import free_port  # noqa: E402
+from tests.reliability.support import (  # noqa: E402
+    PostgresCluster,
+    free_port,
+    postgres_bin_dir,
+)
 
 SECRET = "soak-secret-key-that-is-long-enough-for-hs256-0123456789abcdef"  # noqa: S105
 # Weighted mix of operations a client performs.
@@ -404,16 +408,36 @@ def main() -> None:
         ),
         help="A PostgreSQL server URL whose user may create databases (loopback only).",
     )
+    parser.add_argument(
+        "--own-cluster",
+        action="store_true",
+        help="Start a throwaway PostgreSQL cluster on a free loopback port instead (initdb).",
+    )
     parser.add_argument("--seconds", type=float, default=60, help="Measured load, after warm-up.")
     parser.add_argument("--warmup", type=float, default=30)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rss-allowed-mib", type=float, default=16)
+    parser.add_argument("--rss-allowed-mib", type=float, default=24)
     parser.add_argument("--output", type=Path, help="Also write the report as JSON here.")
     args = parser.parse_args()
-    report = asyncio.run(
-        run_soak(args.database_url, args.seconds, args.clients, args.workers, warmup=args.warmup)
-    )
+    cluster = None
+    if args.own_cluster:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            parser.error("initdb/pg_ctl not found")
+        cluster = PostgresCluster(bin_dir)
+        cluster.init()
+        cluster.start()
+        args.database_url = cluster.server_url
+    try:
+        report = asyncio.run(
+            run_soak(
+                args.database_url, args.seconds, args.clients, args.workers, warmup=args.warmup
+            )
+        )
+    finally:
+        if cluster is not None:
+            cluster.destroy()
     report.ok = (
         report.server_errors == 0
         and report.connection_errors == 0
