@@ -419,3 +419,25 @@ async def test_ligature_and_fullwidth_forms_collide_with_each_other(
         )
         assert_error(response, 409, "username_taken")
     assert (await count_rows(app))[0] == 1
+
+
+def test_every_operation_with_a_body_is_covered_here() -> None:
+    """A new route that takes a body needs a BodyOperation above, listing its string fields."""
+    from app.main import create_app
+    from tests.conftest import make_settings
+
+    schema = create_app(make_settings("sqlite+aiosqlite://")).openapi()
+    with_body = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+        if "requestBody" in operation
+    }
+    covered = {
+        (
+            operation.method,
+            operation.path.replace("{owner}", "{user_id}").replace("{image}", "{image_id}"),
+        )
+        for operation in BODY_OPERATIONS
+    }
+    assert with_body == covered, sorted(with_body ^ covered)
