@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format migrate bench clean browser-deps compose-test lock
+.PHONY: run test fuzz soak soak-long lint format migrate bench clean browser-deps compose-test lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	$(BIN)/gallery serve
 
-## The whole suite: SQLite always, and PostgreSQL too when TEST_DATABASE_URL is set.
+## The suite without fuzzing and soak: SQLite always, PostgreSQL too when TEST_DATABASE_URL is set.
 ## The browser test runs when /usr/bin/chromium exists (`make browser-deps` installs it).
 test: $(VENV)/.installed-dev
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not fuzz and not soak"
+
+## Schemathesis against every operation (FUZZ_MAX_EXAMPLES per operation, default 40).
+fuzz: $(VENV)/.installed-dev
+	$(BIN)/pytest -m fuzz
+
+## Short load soak on a throwaway PostgreSQL cluster (SOAK_WARMUP 15 s, then SOAK_SECONDS 10 s).
+soak: $(VENV)/.installed-dev
+	$(BIN)/pytest -m soak -s
+
+## The long soak by hand: 60 s, 64 clients, 2 workers, on a throwaway PostgreSQL cluster.
+soak-long: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.soak --own-cluster --seconds 60 --clients 64 --workers 2 --output bench/results/soak-latest.json
 
 ## Debian's Chromium for tests/test_browser.py (Playwright drives it; no browser download).
 browser-deps:
@@ -46,14 +58,14 @@ lock: $(VENV)/.installed-dev
 
 ## ruff (lint and format check) and mypy --strict on app/.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check app tests migrations
-	$(BIN)/ruff format --check app tests migrations
+	$(BIN)/ruff check app tests migrations bench
+	$(BIN)/ruff format --check app tests migrations bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 
 format: $(VENV)/.installed-dev
-	$(BIN)/ruff check --fix app tests migrations
-	$(BIN)/ruff format app tests migrations
+	$(BIN)/ruff check --fix app tests migrations bench
+	$(BIN)/ruff format app tests migrations bench
 
 migrate: $(VENV)/.installed
 	$(BIN)/gallery migrate

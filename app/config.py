@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite+aiosqlite:///./gallery.db"
     database_pool_size: int = Field(default=10, ge=1)
+    database_connect_timeout: float = Field(default=1.5, gt=0, le=60)
     # Unset in development: a key is generated once and kept beside the database
     # (app/accounts/secret_key.py). Production refuses to start without a strong one.
     secret_key: SecretStr | None = None
@@ -81,6 +82,8 @@ class Settings(BaseSettings):
     image_fetch_max_redirects: int = Field(default=3, ge=0, le=20)
     image_fetch_concurrency: int = Field(default=32, ge=1, le=1024)
     image_sniff: bool = True
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,10 +18,11 @@ from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker
-from app.errors import install_error_handlers
+from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.router import router as images_router
+from app.limits import BodySizeLimit
 from app.mail import Mailer
 from app.ops.docs import docs_router
 from app.ops.metrics import Metrics
@@ -79,11 +82,16 @@ async def _bootstrap_admin(app: FastAPI, settings: Settings) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, image_resolver: Resolver | None = None
+    settings: Settings | None = None,
+    *,
+    image_resolver: Resolver | None = None,
+    image_fetch_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     """Build the app; its engine and HTTP transport are made when it starts, not here.
 
-    `image_resolver` replaces the system's DNS for URL checks (tests answer with it).
+    `image_resolver` replaces the system's DNS for URL checks, and `image_fetch_transport`
+    their network transport (tests answer lookups themselves and refuse every non-loopback
+    address before connecting).
     """
     settings = settings or Settings()
     metrics = Metrics() if settings.metrics_enabled else None
@@ -92,8 +100,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         secret_key = resolve_secret_key(settings)
         engine = create_engine(settings)
-        image_transport = create_image_transport(settings)
-        # The system resolver is ours to close; an injected one belongs to its caller.
+        # An injected transport or resolver belongs to its caller; ours are closed below.
+        own_transport = image_fetch_transport is None
+        image_transport = image_fetch_transport or create_image_transport(settings)
         system_resolver = None
         resolver = image_resolver
         if resolver is None:
@@ -121,7 +130,8 @@ def create_app(
         finally:
             # Graceful shutdown: uvicorn has stopped taking requests and let the running ones
             # finish (GRACEFUL_TIMEOUT); now release the outbound transport and the pool.
-            await image_transport.aclose()
+            if own_transport:
+                await image_transport.aclose()
             if system_resolver is not None:
                 system_resolver.close()
             await engine.dispose()
@@ -161,4 +171,14 @@ def create_app(
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_responses(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

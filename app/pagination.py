@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.errors import InvalidInput
+from app.text import StorableStr
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,7 +46,7 @@ class PageParams(BaseModel):
 def page_params(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
-        str | None,
+        StorableStr | None,
         Query(max_length=512, description="`next_cursor` from the previous page."),
     ] = None,
 ) -> PageParams:

@@ -28,7 +28,7 @@ from app.config import DEVELOPMENT_SECRET_KEY, Settings
 from app.images.fetcher import Resolver
 from app.main import create_app
 from tests.helpers import ISSUED_TOKENS, PASSWORD
-from tests.image_host import ImageHost
+from tests.image_host import ImageHost, LoopbackResolver
 from tests.log_capture import LogCapture, find_leaks
 from tests.mail_server import MailServer
 
@@ -228,8 +228,8 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def image_resolver() -> Resolver | None:
-    """Override in a test module to answer the URL check's DNS lookups (None: the system's)."""
-    return None
+    """The URL check's DNS in tests: loopback names only (override in a test module)."""
+    return LoopbackResolver()
 
 
 @pytest.fixture

@@ -76,6 +76,9 @@ class ImageHost:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+        # Concurrency tests open dozens of connections at once; the default backlog of 5
+        # would drop SYNs and turn them into retries past the check's deadline.
+        _CountingServer.request_queue_size = 256
         self._server = _CountingServer((host, 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -141,3 +144,17 @@ class ImageHost:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class LoopbackResolver:
+    """The tests' DNS: `localhost` is 127.0.0.1 and every other name fails to resolve, so
+    no lookup ever leaves the machine (the system resolver's server is not on loopback)."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        if host.rstrip(".").lower() in ("localhost", "localhost.localdomain"):
+            return ["127.0.0.1"]
+        from app.images.errors import ImageUrlUnreachable
+
+        raise ImageUrlUnreachable(
+            "The image URL's host name could not be resolved; check the address."
+        )

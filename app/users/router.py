@@ -46,6 +46,8 @@ async def list_users(
     "/{user_id}",
     response_model=UserPrivate | UserPublic,
     summary="Get a user",
+    # Signing in is optional here (it only reveals the email to its owner and admins).
+    openapi_extra={"security": [{}]},
     responses=error_responses(service.UserNotFound, InvalidToken, InvalidInput),
 )
 async def read_user(
