@@ -42,8 +42,7 @@ async def list_user_images(
     session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
 ) -> tuple[list[Image], str | None]:
     """A user's images, newest first."""
-    await ensure_user_exists(session, user_id)
-    return await paginate(
+    images, next_cursor = await paginate(
         session,
         select(Image).where(Image.user_id == user_id),
         id_column=Image.id,
@@ -52,6 +51,11 @@ async def list_user_images(
         cursors=cursors,
         page=page,
     )
+    # A page with images proves the owner exists (the foreign key): only an empty page
+    # needs the second lookup that tells an empty gallery from a missing user.
+    if not images:
+        await ensure_user_exists(session, user_id)
+    return images, next_cursor
 
 
 async def list_all_images(
