@@ -14,7 +14,7 @@ from app.accounts import service as accounts_service
 from app.accounts.router import router as accounts_router
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.router import router as images_router
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.password_hasher = PasswordHasher()
         app.state.token_service = TokenService(settings)
         app.state.cursor_codec = CursorCodec(settings.secret_key.get_secret_value().encode())

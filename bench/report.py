@@ -34,8 +34,8 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
     scenarios = list(dict.fromkeys(r["scenario"] for r in doc["runs"]))
     table = [
         "| Scenario | Conns | App req/s | Floor req/s | App/floor | App p50 ms | App p99 ms "
-        "| Floor p99 ms | p99 app/floor | Errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| Floor p99 ms | p99 app/floor | App CPU us/req | Floor CPU us/req | Errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     verdicts = []
     for name in scenarios:
@@ -50,7 +50,9 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
             table.append(
                 f"| {name} | {c} | {app['rps']:.0f} | {floor['rps'] if floor else '-'} | {ratio} "
                 f"| {app['p50_ms']:.1f} | {app['p99_ms']:.1f} "
-                f"| {floor['p99_ms'] if floor else '-'} | {p99_ratio} | {errors} |"
+                f"| {floor['p99_ms'] if floor else '-'} | {p99_ratio} "
+                f"| {app.get('cpu_us_per_request', '-')} "
+                f"| {floor.get('cpu_us_per_request', '-') if floor else '-'} | {errors} |"
             )
             if floor:
                 ok = (

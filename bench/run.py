@@ -127,6 +127,35 @@ def worker_rss_mb(master_pid: int) -> list[float]:
     return sorted(rss)
 
 
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU time of a process and all its descendants so far.
+
+    CPU time per request is steadier than requests/s on a shared machine: other load slows
+    a run down but does not make each request cost more instructions.
+    """
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid, seconds in cpu.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != root_pid:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == root_pid:
+            total += seconds
+    return total
+
+
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -444,6 +473,7 @@ class Run:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    cpu_us_per_request: float
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -483,8 +513,11 @@ def measure(
     connections: int,
     duration: float,
     threads: int,
+    server_pid: int,
 ) -> Run:
+    cpu_before = tree_cpu_seconds(server_pid)
     raw = wrk(wrk_path, url, request_file, connections, duration, threads)
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
     seconds = raw["duration_us"] / 1e6
     errors = {k.removeprefix("errors_"): v for k, v in raw.items() if k.startswith("errors_") and v}
     run = Run(
@@ -498,12 +531,13 @@ def measure(
         p90_ms=raw["p90_us"] / 1000,
         p99_ms=raw["p99_us"] / 1000,
         max_ms=raw["max_us"] / 1000,
+        cpu_us_per_request=round(cpu * 1e6 / max(1, raw["requests"]), 1),
         errors=errors,
     )
     log(
         f"{scenario:<13} {target:<5} c={connections:<4} {run.rps:>9.1f} req/s  "
-        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms"
-        + (f"  errors {errors}" if errors else "")
+        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+        f"cpu {run.cpu_us_per_request:6.0f} us/req" + (f"  errors {errors}" if errors else "")
     )
     return run
 
@@ -665,7 +699,7 @@ def main() -> None:
         app_process = stack.enter_context(
             running(uvicorn("app.main:create_app", app_port, True), app_env, "app")
         )
-        stack.enter_context(
+        floor_process = stack.enter_context(
             running(uvicorn("bench.floor:app", floor_port, False), floor_env, "floor")
         )
         for port in image_hosts.values():
@@ -691,17 +725,25 @@ def main() -> None:
         for name in order:
             if wanted is not None and name not in wanted:
                 continue
-            targets = [("app", app_url)]
+            targets = [("app", app_url, app_process.pid)]
             if name in READ_SCENARIOS:
-                targets.append(("floor", floor_url))
-            for _, url in targets:
+                targets.append(("floor", floor_url, floor_process.pid))
+            for _, url, _ in targets:
                 if args.warmup > 0:
                     wrk(wrk_path, url, files[name], connections[0], args.warmup, threads)
             for conns in connections:
-                for target, url in targets:
+                for target, url, pid in targets:
                     runs.append(
                         measure(
-                            wrk_path, name, target, url, files[name], conns, args.duration, threads
+                            wrk_path,
+                            name,
+                            target,
+                            url,
+                            files[name],
+                            conns,
+                            args.duration,
+                            threads,
+                            pid,
                         )
                     )
             if name == "mixed":
