@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await http_client.aclose()
             await engine.dispose()
+            app.state.password_hasher.close()
 
     app = FastAPI(
         title="Gallery API",
