@@ -74,6 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             timeout=settings.image_fetch_timeout,
             trust_env=False,
             headers={"User-Agent": "GalleryAPI-ImageCheck/1.0"},
+            # httpx keeps only 20 idle connections by default: with slow image hosts more
+            # checks are in flight than that, and every check beyond it paid for a new
+            # connection (bench: CPU per create rose by half at 100 ms host latency).
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
         )
         app.state.settings = settings
         app.state.engine = engine

@@ -156,6 +156,18 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def settle(pids: list[int], deadline_s: float = 60.0) -> None:
+    """Wait until the servers are idle: requests queued by the last run (wrk stops sending,
+    but a server still works through what it accepted) must not count against the next."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        before = sum(tree_cpu_seconds(pid) for pid in pids)
+        time.sleep(0.5)
+        if sum(tree_cpu_seconds(pid) for pid in pids) - before < 0.05:
+            return
+    log(f"servers still busy after {deadline_s:.0f} s; measuring anyway")
+
+
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
     if found:
@@ -515,6 +527,7 @@ def measure(
     threads: int,
     server_pid: int,
 ) -> Run:
+    settle([server_pid])
     cpu_before = tree_cpu_seconds(server_pid)
     raw = wrk(wrk_path, url, request_file, connections, duration, threads)
     cpu = tree_cpu_seconds(server_pid) - cpu_before
