@@ -47,10 +47,12 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
             ratio = f"{app['rps'] / floor['rps']:.2f}" if floor else "-"
             p99_ratio = f"{app['p99_ms'] / floor['p99_ms']:.2f}" if floor else "-"
             errors = ", ".join(f"{k} {v}" for k, v in app["errors"].items()) or "-"
+            floor_rps = f"{floor['rps']:.0f}" if floor else "-"
+            floor_p99 = f"{floor['p99_ms']:.1f}" if floor else "-"
             table.append(
-                f"| {name} | {c} | {app['rps']:.0f} | {floor['rps'] if floor else '-'} | {ratio} "
-                f"| {app['p50_ms']:.1f} | {app['p99_ms']:.1f} "
-                f"| {floor['p99_ms'] if floor else '-'} | {p99_ratio} "
+                f"| {name} | {c} | {app['rps']:.0f} | {floor_rps} "
+                f"| {ratio} | {app['p50_ms']:.1f} | {app['p99_ms']:.1f} "
+                f"| {floor_p99} | {p99_ratio} "
                 f"| {app.get('cpu_us_per_request', '-')} "
                 f"| {floor.get('cpu_us_per_request', '-') if floor else '-'} | {errors} |"
             )
@@ -190,15 +192,20 @@ def charts(doc: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
 
 
 def write_report(doc: dict[str, Any], directory: Path, name: str) -> None:
-    """`<name>.json` and `<name>.md`, plus `latest.*` copies and the latest charts."""
+    """`<name>.json` and `<name>.md`, plus `latest.*` copies and the latest charts.
+
+    A labelled run (`<stamp>-<label>`, e.g. the million-image run) has its own
+    `latest-<label>.*`, so it does not replace the default run's figures.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    latest = "latest" if "-" not in name else f"latest-{name.split('-', 1)[1]}"
     (directory / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     text = markdown(doc)
     (directory / f"{name}.md").write_text(text)
-    shutil.copyfile(directory / f"{name}.json", directory / "latest.json")
-    shutil.copyfile(directory / f"{name}.md", directory / "latest.md")
+    shutil.copyfile(directory / f"{name}.json", directory / f"{latest}.json")
+    shutil.copyfile(directory / f"{name}.md", directory / f"{latest}.md")
     try:
-        for path in charts(doc, directory, "latest"):
+        for path in charts(doc, directory, latest):
             print(f"chart: {path}")
     except ImportError:
         print("matplotlib is missing (pip install -e '.[bench]'): no charts drawn")
