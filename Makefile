@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test fuzz soak soak-long lint format migrate bench clean browser-deps compose-test lock
+.PHONY: run test fuzz soak soak-long lint format migrate bench bench-login clean browser-deps compose-test lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,11 +67,19 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix app tests migrations bench
 	$(BIN)/ruff format app tests migrations bench
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@ $(VENV)/.installed
+
+## Load benchmark against PostgreSQL (BENCH_DATABASE_URL); BENCH_ARGS="--scale 1000000 ...".
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 migrate: $(VENV)/.installed
 	$(BIN)/gallery migrate
 
 ## Latency of GET /users during bursts of 20 concurrent logins (loopback, temporary SQLite).
-bench: $(VENV)/.installed
+bench-login: $(VENV)/.installed
 	$(BIN)/python bench/login_burst.py --output bench/results/login_burst.json
 
 clean:

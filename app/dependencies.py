@@ -1,4 +1,8 @@
-"""Shared request dependencies for objects that live in the app's lifespan."""
+"""Shared request dependencies for objects that live in the app's lifespan.
+
+Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+dependency in a worker thread, a thread hop per request that showed up in the profile.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ from app.pagination import CursorCodec
 MAX_ID = 2**63 - 1
 
 
-def get_cursor_codec(request: Request) -> CursorCodec:
+async def get_cursor_codec(request: Request) -> CursorCodec:
     codec: CursorCodec = request.app.state.cursor_codec
     return codec
 
 
-def get_image_checker(request: Request) -> ImageChecker:
+async def get_image_checker(request: Request) -> ImageChecker:
     checker: ImageChecker = request.app.state.image_checker
     return checker
 

@@ -17,7 +17,7 @@ from app.accounts.router import router as accounts_router
 from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
@@ -110,6 +110,7 @@ def create_app(
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.read_sessionmaker = create_read_sessionmaker(engine)
         app.state.password_hasher = PasswordHasher()
         app.state.token_service = TokenService(settings, secret_key)
         app.state.cursor_codec = CursorCodec(secret_key.encode())
@@ -137,6 +138,7 @@ def create_app(
             await engine.dispose()
             if metrics is not None:
                 metrics.close()
+            app.state.password_hasher.close()
 
     app = FastAPI(
         title="Gallery API",

@@ -1,0 +1,1 @@
+"""Load benchmarks for Gallery API: `make bench` (see docs/performance.md)."""

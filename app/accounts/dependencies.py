@@ -20,12 +20,12 @@ from app.users.models import User
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/accounts/login", auto_error=False)
 
 
-def get_token_service(request: Request) -> TokenService:
+async def get_token_service(request: Request) -> TokenService:
     service: TokenService = request.app.state.token_service
     return service
 
 
-def get_password_hasher(request: Request) -> PasswordHasher:
+async def get_password_hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.password_hasher
     return hasher
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -48,8 +48,7 @@ async def list_user_images(
     session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
 ) -> tuple[list[Image], str | None]:
     """A user's images, newest first."""
-    await ensure_user_exists(session, user_id)
-    return await paginate(
+    images, next_cursor = await paginate(
         session,
         select(Image).where(Image.user_id == user_id),
         id_column=Image.id,
@@ -58,6 +57,11 @@ async def list_user_images(
         cursors=cursors,
         page=page,
     )
+    # A page with images proves the owner exists (the foreign key): only an empty page
+    # needs the second lookup that tells an empty gallery from a missing user.
+    if not images:
+        await ensure_user_exists(session, user_id)
+    return images, next_cursor
 
 
 async def list_all_images(
@@ -203,6 +207,39 @@ async def delete_image(session: AsyncSession, actor: User, user_id: int, image_i
     await session.flush()
 
 
-async def delete_all_images(session: AsyncSession) -> None:
-    """Remove every image of every user (admins)."""
-    await session.execute(delete(Image))
+# Rows per DELETE in `delete_all_images`: about 50 ms each on PostgreSQL on a small machine.
+DELETE_BATCH_SIZE = 5000
+
+
+async def delete_all_images(session: AsyncSession, *, batch_size: int = DELETE_BATCH_SIZE) -> int:
+    """Remove every image that exists when the call starts (admins); returns how many.
+
+    Deliberately not one transaction: the images go in batches of `batch_size` by id, each
+    committed on its own. One DELETE of a million rows holds its locks (SQLite: the database's
+    write lock) and a growing transaction for tens of seconds, blocks every write to the table
+    meanwhile and loses all its work on a timeout. Batches keep each lock short, so galleries
+    stay readable and writable throughout. If the call fails part-way the images deleted so
+    far stay deleted; calling it again finishes the job. Images added after the call started
+    (higher ids) are kept, which also guarantees the loop ends under concurrent uploads.
+    """
+    last_id = (await session.execute(select(func.max(Image.id)))).scalar_one_or_none()
+    await end_read_transaction(session)
+    deleted = 0
+    while last_id is not None:
+        batch = (
+            select(Image.id)
+            .where(Image.id <= last_id)
+            .order_by(Image.id)
+            .limit(batch_size)
+            .scalar_subquery()
+        )
+        result = await session.execute(
+            delete(Image).where(Image.id.in_(batch)),
+            execution_options={"synchronize_session": False},
+        )
+        await session.commit()
+        count = int(getattr(result, "rowcount", 0))
+        if count == 0:
+            break
+        deleted += count
+    return deleted

@@ -1,0 +1,218 @@
+"""Turn one bench run (JSON) into a Markdown table, the target verdicts and PNG charts.
+
+python -m bench.report bench/results/<run>.json   # redraw from a saved run
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+READ_TARGET_THROUGHPUT = 0.5
+READ_TARGET_P99 = 2.0
+CREATE_TARGET = 0.8
+LOGIN_TARGET = 0.8
+DEEP_TARGET = 1.5
+RSS_TARGET_MB = 150
+
+
+def _index(runs: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(r["scenario"], r["target"], r["connections"]): r for r in runs}
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The Markdown lines of the tables, and the lines of the target verdicts."""
+    runs = _index(doc["runs"])
+    conns = doc["meta"]["connections"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in doc["runs"]))
+    table = [
+        "| Scenario | Conns | App req/s | Floor req/s | App/floor | App p50 ms | App p99 ms "
+        "| Floor p99 ms | p99 app/floor | App CPU us/req | Floor CPU us/req | Errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    verdicts = []
+    for name in scenarios:
+        for c in conns:
+            app = runs.get((name, "app", c))
+            if app is None:
+                continue
+            floor = runs.get((name, "floor", c))
+            ratio = f"{app['rps'] / floor['rps']:.2f}" if floor else "-"
+            p99_ratio = f"{app['p99_ms'] / floor['p99_ms']:.2f}" if floor else "-"
+            errors = ", ".join(f"{k} {v}" for k, v in app["errors"].items()) or "-"
+            floor_rps = f"{floor['rps']:.0f}" if floor else "-"
+            floor_p99 = f"{floor['p99_ms']:.1f}" if floor else "-"
+            table.append(
+                f"| {name} | {c} | {app['rps']:.0f} | {floor_rps} "
+                f"| {ratio} | {app['p50_ms']:.1f} | {app['p99_ms']:.1f} "
+                f"| {floor_p99} | {p99_ratio} "
+                f"| {app.get('cpu_us_per_request', '-')} "
+                f"| {floor.get('cpu_us_per_request', '-') if floor else '-'} | {errors} |"
+            )
+            if floor:
+                ok = (
+                    app["rps"] >= READ_TARGET_THROUGHPUT * floor["rps"]
+                    and app["p99_ms"] <= READ_TARGET_P99 * floor["p99_ms"]
+                )
+                verdicts.append(
+                    f"- Read `{name}` at {c} conns: throughput {app['rps'] / floor['rps']:.0%} of "
+                    f"floor (target >= 50%), p99 {app['p99_ms'] / floor['p99_ms']:.2f}x floor "
+                    f"(target <= 2x): {_verdict(ok)}"
+                )
+    creates = sorted(
+        n for n in scenarios if n.startswith("create_") and n.endswith("ms") and n != "create_0ms"
+    )
+    for name in creates:
+        for c in conns:
+            slow, fast = runs.get((name, "app", c)), runs.get(("create_0ms", "app", c))
+            if slow and fast:
+                ratio = slow["rps"] / fast["rps"]
+                verdicts.append(
+                    f"- Creates with the {name.removeprefix('create_')} image host at {c} conns: "
+                    f"{ratio:.0%} of the 0 ms creates/s (target >= 80% at 128): "
+                    f"{_verdict(ratio >= CREATE_TARGET)}"
+                )
+    bound = doc.get("password_hash", {}).get("logins_per_second_bound")
+    for c in conns:
+        login = runs.get(("login", "app", c))
+        if login and bound:
+            ratio = login["rps"] / bound
+            verdicts.append(
+                f"- Login at {c} conns: {login['rps']:.1f}/s = {ratio:.0%} of the hash bound "
+                f"({bound}/s = {doc['password_hash']['cores']} cores / "
+                f"{doc['password_hash']['seconds'] * 1000:.0f} ms): "
+                f"{_verdict(ratio >= LOGIN_TARGET)}"
+            )
+    for deep, first in (("admin_deep", "admin_first"), ("gallery_deep", "gallery_page")):
+        for c in conns:
+            d, f = runs.get((deep, "app", c)), runs.get((first, "app", c))
+            if d and f:
+                ratio = d["p50_ms"] / f["p50_ms"]
+                verdicts.append(
+                    f"- `{deep}` p50 vs `{first}` at {c} conns ({doc['meta']['images']:,} images): "
+                    f"{ratio:.2f}x (target <= 1.5x): {_verdict(ratio <= DEEP_TARGET)}"
+                )
+    rss = doc.get("worker_rss_mb_after_mixed")
+    if rss:
+        verdicts.append(
+            f"- Worker RSS after the mixed workload: {', '.join(f'{x:.0f}' for x in rss)} MB "
+            f"(target < {RSS_TARGET_MB}): {_verdict(max(rss) < RSS_TARGET_MB)}"
+        )
+    delete = doc.get("delete")
+    if delete:
+        verdicts.append(
+            f"- DELETE /images on {doc['meta']['images']:,} images: {delete['delete_seconds']} s, "
+            f"longest gallery read meanwhile {delete['read_max_ms_during']} ms over "
+            f"{delete['reads_during']} reads (target: no read held > 1000 ms): "
+            f"{_verdict(delete['status'] == 204 and delete['read_max_ms_during'] <= 1000)}"
+        )
+    for name, check in doc.get("byte_identity", {}).items():
+        if not check["identical"]:
+            verdicts.append(
+                f"- **`{name}`: app and floor bodies differ** {check['mismatches'][:1]}"
+            )
+    return table, verdicts
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    table, verdicts = summarise(doc)
+    identical = all(c["identical"] for c in doc.get("byte_identity", {}).values())
+    lines = [
+        f"# Bench run {meta['started']} (git {meta['git']})",
+        "",
+        f"{meta['users']:,} users, {meta['images']:,} images; {meta['workers']} workers, pool "
+        f"{meta['pool_size']} per worker; {meta['duration_s']} s per run on {meta['cores']} "
+        f"cores; Python {meta['python']}. Read bodies byte-identical to the floor's: "
+        f"{'yes' if identical else 'NO'}.",
+        "",
+        *table,
+        "",
+        "## Targets",
+        "",
+        *verdicts,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def charts(doc: dict[str, Any], directory: Path, prefix: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _index(doc["runs"])
+    conns = doc["meta"]["connections"]
+    scenarios = list(dict.fromkeys(r["scenario"] for r in doc["runs"]))
+    labels = [f"{s}\n@{c}" for s in scenarios for c in conns if (s, "app", c) in runs]
+    keys = [(s, c) for s in scenarios for c in conns if (s, "app", c) in runs]
+    x = range(len(keys))
+    width = 0.4
+    paths = []
+
+    def values(target: str, metric: str) -> list[float]:
+        return [runs[(s, target, c)][metric] if (s, target, c) in runs else 0 for s, c in keys]
+
+    figure, axis = plt.subplots(figsize=(max(8, len(keys) * 0.7), 5))
+    axis.bar([i - width / 2 for i in x], values("app", "rps"), width, label="app")
+    axis.bar([i + width / 2 for i in x], values("floor", "rps"), width, label="floor")
+    axis.set_ylabel("requests/s")
+    axis.set_title("Throughput per scenario and connection count (higher is better)")
+    axis.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=8)
+    axis.legend()
+    figure.tight_layout()
+    paths.append(directory / f"{prefix}-throughput.png")
+    figure.savefig(paths[-1], dpi=90)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(max(8, len(keys) * 0.7), 5))
+    quarter = width / 2
+    axis.bar([i - 1.5 * quarter for i in x], values("app", "p50_ms"), quarter, label="app p50")
+    axis.bar([i - 0.5 * quarter for i in x], values("floor", "p50_ms"), quarter, label="floor p50")
+    axis.bar([i + 0.5 * quarter for i in x], values("app", "p99_ms"), quarter, label="app p99")
+    axis.bar([i + 1.5 * quarter for i in x], values("floor", "p99_ms"), quarter, label="floor p99")
+    axis.set_yscale("log")
+    axis.set_ylabel("latency, ms (log)")
+    axis.set_title("p50 and p99 latency (lower is better)")
+    axis.set_xticks(list(x), labels, rotation=60, ha="right", fontsize=8)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    paths.append(directory / f"{prefix}-latency.png")
+    figure.savefig(paths[-1], dpi=90)
+    plt.close(figure)
+    return paths
+
+
+def write_report(doc: dict[str, Any], directory: Path, name: str) -> None:
+    """`<name>.json` and `<name>.md`, plus `latest.*` copies and the latest charts.
+
+    A labelled run (`<stamp>-<label>`, e.g. the million-image run) has its own
+    `latest-<label>.*`, so it does not replace the default run's figures.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    latest = "latest" if "-" not in name else f"latest-{name.split('-', 1)[1]}"
+    (directory / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    text = markdown(doc)
+    (directory / f"{name}.md").write_text(text)
+    shutil.copyfile(directory / f"{name}.json", directory / f"{latest}.json")
+    shutil.copyfile(directory / f"{name}.md", directory / f"{latest}.md")
+    try:
+        for path in charts(doc, directory, latest):
+            print(f"chart: {path}")
+    except ImportError:
+        print("matplotlib is missing (pip install -e '.[bench]'): no charts drawn")
+    print(text)
+
+
+if __name__ == "__main__":
+    source = Path(sys.argv[1])
+    document = json.loads(source.read_text())
+    write_report(document, source.parent, source.stem)

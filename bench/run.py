@@ -1,0 +1,822 @@
+"""`make bench`: seed PostgreSQL, start the app, its floor and image hosts, drive them with wrk.
+
+Everything runs on loopback: the database at BENCH_DATABASE_URL (must be a loopback
+address), the app, the floor, the image hosts and wrk. Every wait and every load run is
+bounded in time. See docs/performance.md for what each figure means.
+
+    python -m bench.run                 # default: 1,000 users x 100 images, 5 s per run
+    python -m bench.run --scale 1000000 --delete-test
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+
+from bench.floor import CursorCodec
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "bench"
+LUA_SCRIPT = BENCH_DIR / "lua" / "requests.lua"
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gallery_bench"
+DB_MARKER = "gallery-api bench database"
+PASSWORD = "bench-password-long-enough"  # noqa: S105 (seeded accounts on a throwaway database)
+ADMIN_NAME = "benchadmin"
+SIGNED_IN_USERS = 64
+READ_SCENARIOS = (
+    "users_page",
+    "gallery_page",
+    "gallery_deep",
+    "image",
+    "me",
+    "admin_first",
+    "admin_deep",
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- Processes ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, deadline_s: float = 60.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {deadline_s:.0f} s")
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], env: dict[str, str], name: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process in its own process group, stopped (TERM, then KILL) on exit."""
+    process = subprocess.Popen(  # noqa: S603 (our own fixed command lines)
+        command, env=env, cwd=tempfile.gettempdir(), start_new_session=True
+    )
+    log(f"started {name} (pid {process.pid})")
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each uvicorn worker (the master's children), in MB."""
+    rss = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid != master_pid:
+                continue
+            if b"spawn_main" not in (entry / "cmdline").read_bytes():
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss.append(int(line.split()[1]) / 1024)
+        except (OSError, IndexError, ValueError):
+            continue
+    if not rss:  # a single worker runs in the master itself
+        for line in Path(f"/proc/{master_pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss.append(int(line.split()[1]) / 1024)
+    return sorted(rss)
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU time of a process and all its descendants so far.
+
+    CPU time per request is steadier than requests/s on a shared machine: other load slows
+    a run down but does not make each request cost more instructions.
+    """
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total = 0.0
+    for pid, seconds in cpu.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != root_pid:
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == root_pid:
+            total += seconds
+    return total
+
+
+def settle(pids: list[int], deadline_s: float = 60.0) -> None:
+    """Wait until the servers are idle: requests queued by the last run (wrk stops sending,
+    but a server still works through what it accepted) must not count against the next."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        before = sum(tree_cpu_seconds(pid) for pid in pids)
+        time.sleep(0.5)
+        if sum(tree_cpu_seconds(pid) for pid in pids) - before < 0.05:
+            return
+    log(f"servers still busy after {deadline_s:.0f} s; measuring anyway")
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    log("wrk is missing: installing Debian's package")
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run([*prefix, "apt-get", "install", "-y", "-q", "wrk"], env=env).returncode:  # noqa: S603
+        subprocess.run([*prefix, "apt-get", "update", "-q"], env=env, check=True)  # noqa: S603
+        subprocess.run([*prefix, "apt-get", "install", "-y", "-q", "wrk"], env=env, check=True)  # noqa: S603
+    found = shutil.which("wrk")
+    if not found:
+        raise RuntimeError("wrk could not be installed")
+    return found
+
+
+# --- Database ----------------------------------------------------------------------------
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+def ensure_loopback(url: str) -> None:
+    host = urlsplit(asyncpg_dsn(url)).hostname or "127.0.0.1"
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit(f"BENCH_DATABASE_URL must point at loopback, not {host!r}")
+
+
+async def prepare_database(url: str, users: int, per_user: int, fresh: bool) -> bool:
+    """Create (or reuse) the bench database; True when it must be migrated and seeded.
+
+    Only a database this harness created (it carries our marker comment) is ever dropped.
+    """
+    parts = urlsplit(asyncpg_dsn(url))
+    name = parts.path.lstrip("/")
+    server = parts._replace(path="/postgres").geturl()
+    marker = f"{DB_MARKER}: users={users} per_user={per_user}"
+    connection = await asyncpg.connect(server)
+    try:
+        comment = await connection.fetchval(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            name,
+        )
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists and not (comment or "").startswith(DB_MARKER):
+            raise SystemExit(f"database {name!r} exists and was not made by the bench: refusing")
+        if exists and comment == marker and not fresh:
+            log(f"reusing database {name} ({marker})")
+            return False
+        if exists:
+            log(f"dropping the bench's old database {name}")
+            await connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        # The marker is set only once seeding is complete (see seed()).
+        await connection.execute(f"COMMENT ON DATABASE \"{name}\" IS '{DB_MARKER}: seeding'")
+    finally:
+        await connection.close()
+    return True
+
+
+def migrate(url: str) -> None:
+    log("migrating with alembic")
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+
+
+def password_hash() -> str:
+    from app.accounts.security import make_crypt_context
+
+    return str(make_crypt_context().hash(PASSWORD))
+
+
+async def seed(url: str, users: int, per_user: int) -> None:
+    log(f"seeding {users} users x {per_user} images in bulk")
+    started = time.monotonic()
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        async with connection.transaction():
+            await connection.execute(
+                """
+                INSERT INTO users (username, username_key, email, email_key, password_hash,
+                                   is_active, is_admin, date_joined)
+                SELECT 'user' || g, 'user' || g, 'user' || g || '@example.com',
+                       'user' || g || '@example.com', $1, true, false,
+                       now() - make_interval(mins => $2 - g)
+                FROM generate_series(1, $2) AS g
+                """,
+                password_hash(),
+                users,
+            )
+            await connection.execute(
+                """
+                INSERT INTO users (username, username_key, email, email_key, password_hash,
+                                   is_active, is_admin, date_joined)
+                VALUES ($2::text, $2::text, $2::text || '@example.com',
+                        $2::text || '@example.com', $1, true, true, now())
+                """,
+                password_hash(),
+                ADMIN_NAME,
+            )
+            # Ids interleave users, as real uploads do: a gallery is spread over the table.
+            await connection.execute(
+                """
+                INSERT INTO images (user_id, image_url, title, content_type, size_bytes,
+                                    created_at, updated_at)
+                SELECT u.id, 'http://127.0.0.1/seed/' || u.id || '/' || n || '.png',
+                       'Picture ' || n, 'image/png', 1000 + n,
+                       now() - make_interval(secs => $1 - n), now() - make_interval(secs => $1 - n)
+                FROM generate_series(1, $1) AS n CROSS JOIN users AS u
+                WHERE NOT u.is_admin
+                ORDER BY n, u.id
+                """,
+                per_user,
+            )
+        await connection.execute("ANALYZE")
+        name = urlsplit(asyncpg_dsn(url)).path.lstrip("/")
+        await connection.execute(
+            f"COMMENT ON DATABASE \"{name}\" IS '{DB_MARKER}: users={users} per_user={per_user}'"
+        )
+    finally:
+        await connection.close()
+    log(f"seeded in {time.monotonic() - started:.1f} s")
+
+
+@dataclass
+class Fixture:
+    """Ids and cursors the scenarios replay, read from the seeded database."""
+
+    user_ids: list[int]
+    images: list[tuple[int, int]]  # (user_id, image_id)
+    deep_image_id: int
+    gallery_deep: list[tuple[int, int]]  # (user_id, last_id at 90% depth)
+    image_count: int
+
+
+async def load_fixture(url: str, per_user: int) -> Fixture:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        user_ids = [
+            r["id"]
+            for r in await connection.fetch(
+                "SELECT id FROM users WHERE NOT is_admin ORDER BY id LIMIT 1000"
+            )
+        ]
+        count = await connection.fetchval("SELECT count(*) FROM images")
+        images = [
+            (r["user_id"], r["id"])
+            for r in await connection.fetch(
+                "SELECT user_id, id FROM images TABLESAMPLE SYSTEM (5) LIMIT 1000"
+            )
+        ] or [
+            (r["user_id"], r["id"])
+            for r in await connection.fetch("SELECT user_id, id FROM images LIMIT 1000")
+        ]
+        deep = await connection.fetchval(
+            "SELECT id FROM images ORDER BY id DESC OFFSET $1 LIMIT 1", int(count * 0.9)
+        )
+        gallery_deep = []
+        for user_id in user_ids[:100]:
+            last = await connection.fetchval(
+                "SELECT id FROM images WHERE user_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1",
+                user_id,
+                int(per_user * 0.9),
+            )
+            if last is not None:
+                gallery_deep.append((user_id, last))
+    finally:
+        await connection.close()
+    return Fixture(user_ids, images, deep, gallery_deep, count)
+
+
+# --- Requests ----------------------------------------------------------------------------
+
+
+@dataclass
+class Tokens:
+    users: dict[int, str]
+    admin: str
+
+
+def sign_in(base_url: str, user_ids: list[int]) -> Tokens:
+    """Tokens through the real login endpoint, so token changes in the app need no change here."""
+    log(f"signing in {len(user_ids)} users and the admin")
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+
+        def login(name: str) -> str:
+            response = client.post("/accounts/login", json={"login": name, "password": PASSWORD})
+            response.raise_for_status()
+            return str(response.json()["access_token"])
+
+        tokens = {user_id: login(f"user{user_id}") for user_id in user_ids}
+        return Tokens(tokens, login(ADMIN_NAME))
+
+
+Line = tuple[str, str, str, str]  # method, path, token, body
+
+
+def build_requests(
+    fixture: Fixture, tokens: Tokens, cursors: CursorCodec, image_hosts: dict[int, int]
+) -> dict[str, list[Line]]:
+    rng = random.Random(6)  # noqa: S311 (load shapes, not secrets)
+    signed_in = list(tokens.users)
+    deep_cursor = cursors.encode("images:None", fixture.deep_image_id)
+    # Every seeded user is named user<id>; first-page gallery reads spread over all of them.
+    scenarios: dict[str, list[Line]] = {
+        "users_page": [("GET", "/users?limit=50", "-", "-")],
+        "gallery_page": [
+            ("GET", f"/users/{u}/images?limit=50", "-", "-") for u in fixture.user_ids
+        ],
+        "gallery_deep": [
+            (
+                "GET",
+                f"/users/{u}/images?limit=50&cursor={cursors.encode(f'user-images:{u}', last)}",
+                "-",
+                "-",
+            )
+            for u, last in fixture.gallery_deep
+        ],
+        "image": [("GET", f"/users/{u}/images/{i}", "-", "-") for u, i in fixture.images],
+        "me": [("GET", "/users/me", tokens.users[u], "-") for u in signed_in],
+        "admin_first": [("GET", "/images?limit=50", tokens.admin, "-")],
+        "admin_deep": [("GET", f"/images?limit=50&cursor={deep_cursor}", tokens.admin, "-")],
+        "login": [
+            (
+                "POST",
+                "/accounts/login",
+                "-",
+                json.dumps({"login": f"user{u}", "password": PASSWORD}),
+            )
+            for u in signed_in
+        ],
+    }
+    for latency, port in image_hosts.items():
+        scenarios[f"create_{latency}ms"] = [
+            (
+                "POST",
+                f"/users/{u}/images",
+                tokens.users[u],
+                json.dumps(
+                    {"image_url": f"http://127.0.0.1:{port}/bench/{{n}}.png", "title": "Bench {n}"}
+                ),
+            )
+            for u in signed_in
+        ]
+    # The mixed workload: mostly gallery reads, some profile and admin reads, a few creates.
+    weights = {
+        "gallery_page": 45,
+        "image": 20,
+        "me": 10,
+        "users_page": 10,
+        "admin_deep": 5,
+        "gallery_deep": 5,
+        f"create_{min(image_hosts)}ms": 5,
+    }
+    mixed = [
+        rng.choice(scenarios[name]) for name, weight in weights.items() for _ in range(weight * 4)
+    ]
+    rng.shuffle(mixed)
+    scenarios["mixed"] = mixed
+    for lines in scenarios.values():
+        rng.shuffle(lines)
+    return scenarios
+
+
+def write_request_file(directory: Path, name: str, lines: list[Line]) -> Path:
+    path = directory / f"{name}.tsv"
+    path.write_text("".join("\t".join(line) + "\n" for line in lines))
+    return path
+
+
+def check_identical(
+    app_url: str, floor_url: str, lines: list[Line], samples: int = 5
+) -> dict[str, Any]:
+    """Fetch the same requests from the app and the floor; the bodies must match byte for byte."""
+    mismatches = []
+    checked = 0
+    with httpx.Client(timeout=30) as client:
+        for method, path, bearer, _ in lines[:samples]:
+            headers = {} if bearer == "-" else {"Authorization": f"Bearer {bearer}"}
+            ours = client.request(method, app_url + path, headers=headers)
+            floor = client.request(method, floor_url + path, headers=headers)
+            checked += 1
+            if ours.status_code != 200 or ours.content != floor.content:
+                mismatches.append(
+                    {
+                        "path": path,
+                        "app_status": ours.status_code,
+                        "floor_status": floor.status_code,
+                        "app": ours.text[:300],
+                        "floor": floor.text[:300],
+                    }
+                )
+    return {"checked": checked, "identical": not mismatches, "mismatches": mismatches}
+
+
+# --- Load --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    scenario: str
+    target: str
+    connections: int
+    duration_s: float
+    requests: int
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_us_per_request: float
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def wrk(
+    wrk_path: str, url: str, request_file: Path, connections: int, duration: float, threads: int
+) -> dict[str, Any]:
+    command = [
+        wrk_path,
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "20s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(request_file),
+        secrets.token_hex(4),
+    ]
+    completed = subprocess.run(  # noqa: S603
+        command, capture_output=True, text=True, timeout=duration + 60, check=False
+    )
+    for line in completed.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return result
+    raise RuntimeError(f"wrk gave no result: {completed.stdout}\n{completed.stderr}")
+
+
+def measure(
+    wrk_path: str,
+    scenario: str,
+    target: str,
+    url: str,
+    request_file: Path,
+    connections: int,
+    duration: float,
+    threads: int,
+    server_pid: int,
+) -> Run:
+    settle([server_pid])
+    cpu_before = tree_cpu_seconds(server_pid)
+    raw = wrk(wrk_path, url, request_file, connections, duration, threads)
+    cpu = tree_cpu_seconds(server_pid) - cpu_before
+    seconds = raw["duration_us"] / 1e6
+    errors = {k.removeprefix("errors_"): v for k, v in raw.items() if k.startswith("errors_") and v}
+    run = Run(
+        scenario=scenario,
+        target=target,
+        connections=connections,
+        duration_s=round(seconds, 2),
+        requests=raw["requests"],
+        rps=round(raw["requests"] / seconds, 1),
+        p50_ms=raw["p50_us"] / 1000,
+        p90_ms=raw["p90_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        max_ms=raw["max_us"] / 1000,
+        cpu_us_per_request=round(cpu * 1e6 / max(1, raw["requests"]), 1),
+        errors=errors,
+    )
+    log(
+        f"{scenario:<13} {target:<5} c={connections:<4} {run.rps:>9.1f} req/s  "
+        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+        f"cpu {run.cpu_us_per_request:6.0f} us/req" + (f"  errors {errors}" if errors else "")
+    )
+    return run
+
+
+def hash_seconds(samples: int = 5) -> float:
+    """One password verification on this machine, single-threaded (median of a few)."""
+    from app.accounts.security import make_crypt_context
+
+    context = make_crypt_context()
+    stored = context.hash(PASSWORD)
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        context.verify(PASSWORD, stored)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def delete_test(base_url: str, admin_token: str, user_ids: list[int]) -> dict[str, Any]:
+    """DELETE /images while 8 readers page through galleries: how long are reads held up?"""
+    log("delete test: DELETE /images under gallery reads")
+    samples: list[tuple[float, float, int]] = []  # (start offset, latency, status)
+    done = asyncio.Event()
+    origin = time.monotonic()
+    rng = random.Random(7)  # noqa: S311
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+
+        async def reader() -> None:
+            deadline = time.monotonic() + 900  # bounded even if the delete never ends
+            while not done.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                response = await client.get(f"/users/{rng.choice(user_ids)}/images?limit=50")
+                samples.append((started - origin, time.monotonic() - started, response.status_code))
+
+        readers = [asyncio.create_task(reader()) for _ in range(8)]
+        await asyncio.sleep(2)
+        delete_started = time.monotonic()
+        response = await client.delete(
+            "/images", headers={"Authorization": f"Bearer {admin_token}"}, timeout=900
+        )
+        delete_seconds = time.monotonic() - delete_started
+        await asyncio.sleep(1)
+        done.set()
+        await asyncio.gather(*readers)
+    start_offset = delete_started - origin
+    during = [s for s in samples if start_offset <= s[0] <= start_offset + delete_seconds]
+    before = [s for s in samples if s[0] < start_offset]
+    result = {
+        "status": response.status_code,
+        "delete_seconds": round(delete_seconds, 2),
+        "reads_during": len(during),
+        "read_errors_during": sum(1 for s in during if s[2] != 200),
+        "read_max_ms_during": round(max((s[1] for s in during), default=0) * 1000, 1),
+        "read_p50_ms_during": round(statistics.median([s[1] for s in during]) * 1000, 1)
+        if during
+        else None,
+        "read_p50_ms_before": round(statistics.median([s[1] for s in before]) * 1000, 1)
+        if before
+        else None,
+    }
+    log(f"delete test: {result}")
+    return result
+
+
+# --- Main --------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--scale", type=int, default=100_000, help="total images (default 100,000)")
+    parser.add_argument(
+        "--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5))
+    )
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", default="32,128")
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=int(os.environ.get("DATABASE_POOL_SIZE", 10))
+    )
+    parser.add_argument("--latencies", default="0,100", help="image host latencies in ms")
+    parser.add_argument("--scenarios", default="all", help="comma-separated subset")
+    parser.add_argument("--fresh", action="store_true", help="re-create and re-seed the database")
+    parser.add_argument("--delete-test", action="store_true", help="finish with DELETE /images")
+    parser.add_argument("--output", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--label", default="", help="a word for the result file names")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    ensure_loopback(database_url)
+    wrk_path = ensure_wrk()
+    per_user = max(1, args.scale // args.users)
+    connections = [int(c) for c in args.connections.split(",")]
+    latencies = [int(x) for x in args.latencies.split(",")]
+    wanted = None if args.scenarios == "all" else set(args.scenarios.split(","))
+    threads = os.cpu_count() or 1
+
+    if asyncio.run(prepare_database(database_url, args.users, per_user, args.fresh)):
+        migrate(database_url)
+        asyncio.run(seed(database_url, args.users, per_user))
+    fixture = asyncio.run(load_fixture(database_url, per_user))
+    log(f"{len(fixture.user_ids)} users, {fixture.image_count} images")
+
+    secret = secrets.token_urlsafe(48)
+    app_port, floor_port = free_port(), free_port()
+    image_hosts = {latency: free_port() for latency in latencies}
+    common = {
+        **os.environ,
+        "SECRET_KEY": secret,
+        "DATABASE_POOL_SIZE": str(args.pool_size),
+        "PYTHONPATH": str(ROOT),
+    }
+    app_env = {
+        **common,
+        "ENVIRONMENT": "production",
+        "DATABASE_URL": database_url,
+        "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+        "IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32",
+        "IMAGE_FETCH_TIMEOUT": "10",
+        "WEB_CONCURRENCY": str(args.workers),
+    }
+    floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(database_url)}
+
+    def uvicorn(target: str, port: int, factory: bool) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", target, *(["--factory"] if factory else []),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+
+    app_url = f"http://127.0.0.1:{app_port}"
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    runs: list[Run] = []
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        for latency, port in image_hosts.items():
+            stack.enter_context(
+                running(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.image_host",
+                        "--port",
+                        str(port),
+                        "--latency-ms",
+                        str(latency),
+                    ],
+                    common,
+                    f"image host {latency} ms",
+                )
+            )
+        app_process = stack.enter_context(
+            running(uvicorn("app.main:create_app", app_port, True), app_env, "app")
+        )
+        floor_process = stack.enter_context(
+            running(uvicorn("bench.floor:app", floor_port, False), floor_env, "floor")
+        )
+        for port in image_hosts.values():
+            wait_for_http(f"http://127.0.0.1:{port}/ready.png")
+        wait_for_http(f"{app_url}/users?limit=1")
+        wait_for_http(f"{floor_url}/users?limit=1")
+
+        tokens = sign_in(app_url, fixture.user_ids[:SIGNED_IN_USERS])
+        scenarios = build_requests(fixture, tokens, CursorCodec(secret.encode()), image_hosts)
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gallery-bench-")))
+        files = {
+            name: write_request_file(workdir, name, lines) for name, lines in scenarios.items()
+        }
+
+        identity = {}
+        for name in READ_SCENARIOS:
+            if wanted is None or name in wanted:
+                identity[name] = check_identical(app_url, floor_url, scenarios[name])
+                log(f"byte-identical {name}: {identity[name]['identical']}")
+        results["byte_identity"] = identity
+
+        order = [*READ_SCENARIOS, *(f"create_{x}ms" for x in latencies), "login", "mixed"]
+        for name in order:
+            if wanted is not None and name not in wanted:
+                continue
+            targets = [("app", app_url, app_process.pid)]
+            if name in READ_SCENARIOS:
+                targets.append(("floor", floor_url, floor_process.pid))
+            for _, url, _ in targets:
+                if args.warmup > 0:
+                    wrk(wrk_path, url, files[name], connections[0], args.warmup, threads)
+            for conns in connections:
+                for target, url, pid in targets:
+                    runs.append(
+                        measure(
+                            wrk_path,
+                            name,
+                            target,
+                            url,
+                            files[name],
+                            conns,
+                            args.duration,
+                            threads,
+                            pid,
+                        )
+                    )
+            if name == "mixed":
+                results["worker_rss_mb_after_mixed"] = [
+                    round(x, 1) for x in worker_rss_mb(app_process.pid)
+                ]
+                log(f"worker RSS after mixed: {results['worker_rss_mb_after_mixed']} MB")
+        if "worker_rss_mb_after_mixed" not in results:
+            results["worker_rss_mb"] = [round(x, 1) for x in worker_rss_mb(app_process.pid)]
+
+        if args.delete_test:
+            results["delete"] = asyncio.run(delete_test(app_url, tokens.admin, fixture.user_ids))
+            asyncio.run(mark_database_unseeded(database_url))
+
+    seconds = hash_seconds()
+    cores = os.cpu_count() or 1
+    results["password_hash"] = {
+        "seconds": round(seconds, 4),
+        "cores": cores,
+        "logins_per_second_bound": round(cores / seconds, 1),
+    }
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    document = {
+        "meta": {
+            "started": stamp,
+            "users": args.users,
+            "images": fixture.image_count,
+            "workers": args.workers,
+            "pool_size": args.pool_size,
+            "duration_s": args.duration,
+            "connections": connections,
+            "cores": cores,
+            "python": sys.version.split()[0],
+            "git": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip(),
+        },
+        "runs": [asdict(run) for run in runs],
+        **results,
+    }
+    from bench.report import write_report
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    name = f"{stamp}{'-' + args.label if args.label else ''}"
+    write_report(document, args.output, name)
+
+
+async def mark_database_unseeded(url: str) -> None:
+    """After the delete test the data is gone: the next run must seed again."""
+    name = urlsplit(asyncpg_dsn(url)).path.lstrip("/")
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await connection.execute(f"COMMENT ON DATABASE \"{name}\" IS '{DB_MARKER}: emptied'")
+    finally:
+        await connection.close()
+
+
+if __name__ == "__main__":
+    main()
