@@ -678,6 +678,9 @@ def main() -> None:
         "IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32",
         "IMAGE_FETCH_TIMEOUT": "10",
         "WEB_CONCURRENCY": str(args.workers),
+        # The login scenario measures throughput; the abuse limits would cap it at
+        # RATE_LIMIT_LOGIN_PER_ACCOUNT and answer 429 instead.
+        "RATE_LIMIT_ENABLED": "false",
     }
     floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(database_url)}
 
