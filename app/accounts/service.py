@@ -64,19 +64,26 @@ class InvalidLinkToken(AppError):
 async def ensure_identity_free(
     session: AsyncSession, *, username: str | None, email: str | None, except_user_id: int | None
 ) -> None:
-    """Raise `UsernameTaken` or `EmailTaken` when another user already has them."""
-    conditions = []
-    if username is not None:
-        conditions.append(User.username_key == username_key(username))
-    if email is not None:
-        conditions.append(User.email_key == email_key(email))
-    if not conditions:
+    """Raise `UsernameTaken` or `EmailTaken` when another user already has them.
+
+    Usernames may contain `@`, so a username is also checked against other users' emails and
+    an email against other users' usernames: otherwise someone could take another person's
+    email as a username and sign in, or receive reset mail, in their place.
+    """
+    wanted_username = username_key(username) if username is not None else None
+    wanted_email = email_key(email) if email is not None else None
+    keys = {key for key in (wanted_username, wanted_email) if key is not None}
+    if not keys:
         return
-    query = select(User.username_key, User.email_key).where(or_(*conditions))
+    query = select(User.username_key, User.email_key).where(
+        or_(User.username_key.in_(keys), User.email_key.in_(keys))
+    )
     if except_user_id is not None:
         query = query.where(User.id != except_user_id)
     rows = (await session.execute(query)).all()
-    if username is not None and any(row.username_key == username_key(username) for row in rows):
+    if wanted_username is not None and any(
+        wanted_username in (row.username_key, row.email_key) for row in rows
+    ):
         raise UsernameTaken()
     if rows:
         raise EmailTaken()
@@ -258,8 +265,13 @@ async def verify_registration(session: AsyncSession, *, token: str) -> None:
 async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
     """The user whose username or email is `login`."""
     if "@" in login:
-        query = select(User).where(
-            or_(User.email_key == email_key(login), User.username_key == username_key(login))
+        # An email match wins over a username that looks like an email (older rows).
+        query = (
+            select(User)
+            .where(
+                or_(User.email_key == email_key(login), User.username_key == username_key(login))
+            )
+            .order_by((User.email_key == email_key(login)).desc())
         )
     else:
         query = select(User).where(User.username_key == username_key(login))

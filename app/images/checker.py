@@ -45,7 +45,7 @@ _MEDIA_TYPE_ALIASES = {
 # A bitmap's signature is two letters ("BM") that plain text may start with, so a bitmap
 # must also declare one of the known DIB header sizes (BITMAPCOREHEADER to BITMAPV5HEADER).
 _BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECASE)
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,26 @@ def parse_content_type(header: str | None) -> str | None:
     return media_type
 
 
+# Sizes are stored in a signed 64-bit column; a hostile server's larger claim means "unknown".
+MAX_SIZE_BYTES = 2**63 - 1
+
+
 def parse_content_length(header: str | None) -> int | None:
-    if header is None or not header.strip().isdigit():
+    """A declared size in bytes, or None when absent, malformed or absurd."""
+    if header is None:
         return None
-    return int(header.strip())
+    value = header.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    size = int(value)
+    return size if size <= MAX_SIZE_BYTES else None
 
 
 def _total_size(answer: Fetched) -> int | None:
     """The full size of the resource from a ranged GET's answer, when it says."""
     if answer.status_code == 206:
         match = _CONTENT_RANGE.match(answer.headers.get("content-range", ""))
-        return int(match.group(1)) if match else None
+        return parse_content_length(match.group(1)) if match else None
     length = parse_content_length(answer.headers.get("content-length"))
     if length is None and answer.complete:
         return len(answer.body)

@@ -263,3 +263,25 @@ async def test_token_from_login_helper_round_trips(client: httpx.AsyncClient) ->
     token = await login(client, "alice@example.com")
     me = await client.get("/users/me", headers={"Authorization": f"Bearer {token}"})
     assert me.json()["username"] == "alice"
+
+
+async def test_username_cannot_be_another_users_email(client: httpx.AsyncClient) -> None:
+    victim = await sign_up(client, "victim")
+    taken = await client.post(
+        "/accounts/register",
+        json=_register_body("Victim@Example.com", email="mallory@example.com"),
+    )
+    assert_error(taken, 409, "username_taken")
+    # The victim still signs in with their email.
+    assert await login(client, victim.email)
+
+
+async def test_email_cannot_be_another_users_username(client: httpx.AsyncClient) -> None:
+    first = await client.post(
+        "/accounts/register", json=_register_body("carol@example.org", email="c@example.com")
+    )
+    assert first.status_code == 201, first.text
+    response = await client.post(
+        "/accounts/register", json=_register_body("mallory", email="Carol@example.org")
+    )
+    assert_error(response, 409, "email_taken")
