@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -99,46 +99,46 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         secret_key = resolve_secret_key(settings)
-        engine = create_engine(settings)
-        # An injected transport or resolver belongs to its caller; ours are closed below.
-        own_transport = image_fetch_transport is None
-        image_transport = image_fetch_transport or create_image_transport(settings)
-        system_resolver = None
-        resolver = image_resolver
-        if resolver is None:
-            resolver = system_resolver = SystemResolver(settings.image_fetch_concurrency)
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
-        app.state.read_sessionmaker = create_read_sessionmaker(engine)
-        app.state.password_hasher = PasswordHasher()
-        app.state.token_service = TokenService(settings, secret_key)
-        app.state.cursor_codec = CursorCodec(secret_key.encode())
-        app.state.rate_limiter = RateLimiter(settings)
-        app.state.mailer = Mailer(settings)
-        app.state.metrics = metrics
-        app.state.image_checker = ImageChecker(
-            image_transport,
-            settings,
-            resolver,
-            on_outcome=metrics.observe_image_check if metrics else None,
-        )
-        if metrics is not None:
-            metrics.watch_pool(engine)
-        try:
+        # Everything made here is released in reverse order at shutdown (uvicorn has let the
+        # running requests finish, GRACEFUL_TIMEOUT), and also when a later start-up step fails.
+        async with AsyncExitStack() as cleanup:
+            engine = create_engine(settings)
+            cleanup.push_async_callback(engine.dispose)
+            # An injected transport or resolver belongs to its caller; ours are closed here.
+            image_transport = image_fetch_transport
+            if image_transport is None:
+                own_transport = create_image_transport(settings)
+                cleanup.push_async_callback(own_transport.aclose)
+                image_transport = own_transport
+            resolver = image_resolver
+            if resolver is None:
+                system_resolver = SystemResolver(settings.image_fetch_concurrency)
+                cleanup.callback(system_resolver.close)
+                resolver = system_resolver
+            password_hasher = PasswordHasher()
+            cleanup.callback(password_hasher.close)
+            if metrics is not None:
+                cleanup.callback(metrics.close)
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sessionmaker = create_sessionmaker(engine)
+            app.state.read_sessionmaker = create_read_sessionmaker(engine)
+            app.state.password_hasher = password_hasher
+            app.state.token_service = TokenService(settings, secret_key)
+            app.state.cursor_codec = CursorCodec(secret_key.encode())
+            app.state.rate_limiter = RateLimiter(settings)
+            app.state.mailer = Mailer(settings)
+            app.state.metrics = metrics
+            app.state.image_checker = ImageChecker(
+                image_transport,
+                settings,
+                resolver,
+                on_outcome=metrics.observe_image_check if metrics else None,
+            )
+            if metrics is not None:
+                metrics.watch_pool(engine)
             await _bootstrap_admin(app, settings)
             yield
-        finally:
-            # Graceful shutdown: uvicorn has stopped taking requests and let the running ones
-            # finish (GRACEFUL_TIMEOUT); now release the outbound transport and the pool.
-            if own_transport:
-                await image_transport.aclose()
-            if system_resolver is not None:
-                system_resolver.close()
-            await engine.dispose()
-            if metrics is not None:
-                metrics.close()
-            app.state.password_hasher.close()
 
     app = FastAPI(
         title="Gallery API",

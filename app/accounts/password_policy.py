@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 from difflib import SequenceMatcher
@@ -86,6 +87,12 @@ def password_problems(
 async def ensure_strong_password(password: str, *, username: str, email: str) -> None:
     """Raise `WeakPassword` listing every broken rule."""
     common = await load_common_passwords()
-    problems = password_problems(password, username=username, email=email, common=common)
+    # The similarity check (difflib) can take tens of milliseconds on long crafted inputs:
+    # off the event loop, like the hashing that follows it.
+    problems = await asyncio.to_thread(
+        functools.partial(
+            password_problems, password, username=username, email=email, common=common
+        )
+    )
     if problems:
         raise WeakPassword(problems)
