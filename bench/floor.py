@@ -21,7 +21,7 @@ import json
 import os
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -29,12 +29,17 @@ import asyncpg
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 
+# The app's authentication query: the token's session (unexpired) joined with its user.
 USER_PRIVATE = (
-    "SELECT id, username, email, is_admin, is_active, date_joined, last_login "
-    "FROM users WHERE id = $1"
+    "SELECT u.id, u.username, u.email, u.is_admin, u.is_active, u.date_joined, u.last_login "
+    "FROM users AS u JOIN account_sessions AS s ON s.user_id = u.id "
+    "WHERE s.id = $1 AND s.expires_at > $2 AND u.id = $3"
 )
 USERS_PAGE = "SELECT id, username, date_joined FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-IMAGE_COLUMNS = "id, user_id, image_url, title, content_type, size_bytes, created_at, updated_at"
+IMAGE_COLUMNS = (
+    "id, user_id, image_url, title, content_type, size_bytes, width, height, checked_at, "
+    "created_at, updated_at"
+)
 GALLERY_PAGE = (
     f"SELECT {IMAGE_COLUMNS} FROM images WHERE user_id = $1 AND id < $2 "  # noqa: S608
     "ORDER BY id DESC LIMIT $3"
@@ -77,8 +82,8 @@ def _b64url_decode(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
-def read_bearer_subject(header: bytes | None, key: bytes) -> int | None:
-    """The user id of a valid, unexpired HS256 access token, else None."""
+def read_bearer_subject(header: bytes | None, key: bytes) -> tuple[int, int] | None:
+    """The (session id, user id) of a valid, unexpired HS256 access token, else None."""
     if not header or not header.startswith(b"Bearer "):
         return None
     token = header[7:].decode("ascii", "replace")
@@ -92,8 +97,10 @@ def read_bearer_subject(header: bytes | None, key: bytes) -> int | None:
         return None
     if claims.get("exp", 0) < time.time():
         return None
-    subject = claims.get("sub")
-    return int(subject) if isinstance(subject, str) and subject.isdigit() else None
+    subject, session = claims.get("sub"), claims.get("sid")
+    if not all(isinstance(v, str) and v.isdigit() for v in (subject, session)):
+        return None
+    return int(session), int(subject)
 
 
 def _timestamp(value: datetime | None) -> str | None:
@@ -109,6 +116,9 @@ def _image(row: asyncpg.Record) -> dict[str, Any]:
         "title": row["title"],
         "content_type": row["content_type"],
         "size_bytes": row["size_bytes"],
+        "width": row["width"],
+        "height": row["height"],
+        "checked_at": _timestamp(row["checked_at"]),
         "created_at": _timestamp(row["created_at"]),
         "updated_at": _timestamp(row["updated_at"]),
     }
@@ -167,10 +177,7 @@ class Floor:
         limit = min(int(query.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
         async with self.pool.acquire() as connection:
             if path == "/users/me":
-                user_id = read_bearer_subject(
-                    dict(scope["headers"]).get(b"authorization"), self.token_key
-                )
-                row = await connection.fetchrow(USER_PRIVATE, user_id) if user_id else None
+                row = await self._authenticate(connection, scope)
                 if row is None or not row["is_active"]:
                     return 401, b'{"detail":"invalid token","code":"invalid_token"}'
                 return 200, _dumps(
@@ -197,10 +204,7 @@ class Floor:
                 ]
                 return 200, self._page(items, rows, limit, "users")
             if path == "/images":
-                user_id = read_bearer_subject(
-                    dict(scope["headers"]).get(b"authorization"), self.token_key
-                )
-                row = await connection.fetchrow(USER_PRIVATE, user_id) if user_id else None
+                row = await self._authenticate(connection, scope)
                 if row is None or not row["is_active"] or not row["is_admin"]:
                     return 403, b'{"detail":"admins only","code":"admin_required"}'
                 listing = "images:None"
@@ -221,6 +225,14 @@ class Floor:
                     return 404, b'{"detail":"not found","code":"image_not_found"}'
                 return 200, _dumps(_image(row))
         return 404, b'{"detail":"not found","code":"not_found"}'
+
+    async def _authenticate(
+        self, connection: asyncpg.Connection, scope: dict[str, Any]
+    ) -> asyncpg.Record | None:
+        ids = read_bearer_subject(dict(scope["headers"]).get(b"authorization"), self.token_key)
+        if ids is None:
+            return None
+        return await connection.fetchrow(USER_PRIVATE, ids[0], datetime.now(UTC), ids[1])
 
     def _cursor(self, listing: str, query: dict[str, str], *, default: int) -> int:
         cursor = query.get("cursor")

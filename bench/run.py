@@ -279,9 +279,10 @@ async def seed(url: str, users: int, per_user: int) -> None:
             await connection.execute(
                 """
                 INSERT INTO images (user_id, image_url, title, content_type, size_bytes,
-                                    created_at, updated_at)
+                                    width, height, checked_at, created_at, updated_at)
                 SELECT u.id, 'http://127.0.0.1/seed/' || u.id || '/' || n || '.png',
-                       'Picture ' || n, 'image/png', 1000 + n,
+                       'Picture ' || n, 'image/png', 1000 + n, 640, 480,
+                       now() - make_interval(secs => $1 - n),
                        now() - make_interval(secs => $1 - n), now() - make_interval(secs => $1 - n)
                 FROM generate_series(1, $1) AS n CROSS JOIN users AS u
                 WHERE NOT u.is_admin
