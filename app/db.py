@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
@@ -78,25 +80,35 @@ def create_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(settings.database_url)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         return engine
-    # Profiled under load (docs/performance.md): pre-ping cost three extra round trips per
-    # request (asyncpg pings inside BEGIN ... ROLLBACK), and overflow connections were opened
-    # and closed again on every burst. A fixed pool with no pre-ping instead: a connection
-    # that died with the server fails one request (503 database_unavailable) and SQLAlchemy
-    # then discards the whole pool; recycling keeps idle connections younger than server or
-    # proxy idle timeouts.
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        # Pre-ping costs a round trip per checkout (docs/performance.md) but is what lets the
-        # first request after a database restart succeed instead of failing on a dead
-        # connection; reliability wins here.
-        pool_pre_ping=True,
+        # No pool_pre_ping: with asyncpg it costs three round trips per checkout (BEGIN, ping,
+        # ROLLBACK), a fifth of a read's CPU in the profile (docs/performance.md). The
+        # checkout listener below catches what it was for at no cost.
         pool_recycle=1800,
         # Fail fast while the database is down: a request answers 503 in about this long
         # instead of waiting for the driver's 60 s default.
         connect_args={"timeout": settings.database_connect_timeout},
     )
+    event.listen(engine.sync_engine.pool, "checkout", _discard_closed_connection)
+    return engine
+
+
+def _discard_closed_connection(_: Any, record: ConnectionPoolEntry, __: Any) -> None:
+    """Replace a pooled connection whose socket the server has already closed.
+
+    When PostgreSQL restarts or ends a backend, it closes the socket and asyncpg marks the
+    idle connection closed as soon as the event loop reads the EOF, with no query needed.
+    Raising `DisconnectionError` makes the pool discard it and check out another (or a new
+    one), so the first request after a database restart succeeds. A connection that dies
+    while in use still fails its request (503 database_unavailable) and SQLAlchemy then
+    invalidates the rest of the pool.
+    """
+    driver_connection = record.driver_connection
+    if driver_connection is not None and driver_connection.is_closed():
+        raise DisconnectionError()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
