@@ -83,7 +83,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(
         settings.database_url,
         pool_size=settings.database_pool_size,
-        max_overflow=settings.database_pool_size,
+        # A fixed pool: overflow connections were opened and closed again on every burst of
+        # load (a TLS handshake and a backend start-up each), which the profile showed.
+        max_overflow=0,
         # No pool_pre_ping: with asyncpg it costs three round trips per checkout (BEGIN, ping,
         # ROLLBACK), a fifth of a read's CPU in the profile (docs/performance.md). The
         # checkout listener below catches what it was for at no cost.

@@ -140,7 +140,7 @@ class Floor:
         self.cursors = CursorCodec(secret)
         size = int(os.environ.get("DATABASE_POOL_SIZE", "10"))
         self.pool = await asyncpg.create_pool(
-            os.environ["BENCH_FLOOR_DSN"], min_size=size, max_size=2 * size
+            os.environ["BENCH_FLOOR_DSN"], min_size=size, max_size=size
         )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

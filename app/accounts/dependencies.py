@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from app.accounts.models import AccountSession
 from app.accounts.security import PasswordHasher, TokenService
@@ -48,6 +48,20 @@ class Authenticated:
     session_id: int
 
 
+# One indexed query: the session (by primary key) and its user. A logged-out session, or a
+# deleted or deactivated user, ends the token at once, not at expiry. Built once: every
+# authenticated request runs it.
+_AUTHENTICATE = (
+    select(User)
+    .join(AccountSession, AccountSession.user_id == User.id)
+    .where(
+        AccountSession.id == bindparam("session_id"),
+        AccountSession.expires_at > bindparam("now"),
+        User.id == bindparam("user_id"),
+    )
+)
+
+
 async def _optional_auth(
     session: SessionDep,
     tokens: TokenServiceDep,
@@ -56,19 +70,8 @@ async def _optional_auth(
     if token is None:
         return None
     claims = tokens.read_access_token(token)
-    # One indexed query: the session (by primary key) and its user. A logged-out session,
-    # or a deleted or deactivated user, ends the token at once, not at expiry.
-    user = (
-        await session.execute(
-            select(User)
-            .join(AccountSession, AccountSession.user_id == User.id)
-            .where(
-                AccountSession.id == claims.session_id,
-                AccountSession.expires_at > utcnow(),
-                User.id == claims.user_id,
-            )
-        )
-    ).scalar_one_or_none()
+    parameters = {"session_id": claims.session_id, "user_id": claims.user_id, "now": utcnow()}
+    user = (await session.execute(_AUTHENTICATE, parameters)).scalar_one_or_none()
     if user is None or not user.is_active:
         raise InvalidToken()
     return Authenticated(user=user, session_id=claims.session_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -14,7 +14,7 @@ from app.images import service
 from app.images.errors import IMAGE_CHECK_ERRORS
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
-from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users.service import UserNotFound
 
 router = APIRouter(tags=["images"])
@@ -38,10 +38,9 @@ _WRITE_ERRORS = error_responses(
 )
 async def list_user_images(
     user_id: UserIdPath, session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
-) -> Page[ImageRead]:
+) -> Listing[dict[str, Any]]:
     """A user's gallery, newest first. Galleries are public."""
-    images, next_cursor = await service.list_user_images(session, cursors, user_id, page)
-    return Page(items=[ImageRead.model_validate(i) for i in images], next_cursor=next_cursor)
+    return await service.list_user_images(session, cursors, user_id, page)
 
 
 @router.post(
@@ -69,9 +68,11 @@ async def create_image(
     summary="Get one image",
     responses=error_responses(UserNotFound, service.ImageNotFound),
 )
-async def read_image(user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep) -> Image:
+async def read_image(
+    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep
+) -> dict[str, Any]:
     """One image of a user's gallery."""
-    return await service.get_user_image(session, user_id, image_id)
+    return await service.read_user_image(session, user_id, image_id)
 
 
 @router.patch(
@@ -147,10 +148,9 @@ async def list_all_images(
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
-) -> Page[ImageRead]:
+) -> Listing[dict[str, Any]]:
     """Every user's images, newest first."""
-    images, next_cursor = await service.list_all_images(session, cursors, page, user_id)
-    return Page(items=[ImageRead.model_validate(i) for i in images], next_cursor=next_cursor)
+    return await service.list_all_images(session, cursors, page, user_id)
 
 
 @router.delete(

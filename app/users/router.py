@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
@@ -9,7 +11,7 @@ from app.accounts.service import EmailTaken, UsernameTaken
 from app.db import SessionDep
 from app.dependencies import CursorCodecDep, UserIdPath
 from app.errors import AdminRequired, InvalidInput, InvalidToken, NotAuthenticated, error_responses
-from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users import service
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate, UserPrivate, UserPublic
@@ -36,10 +38,9 @@ async def read_me(user: CurrentUser) -> User:
 )
 async def list_users(
     session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
-) -> Page[UserPublic]:
+) -> Listing[dict[str, Any]]:
     """Public profiles of all users in id order, without emails."""
-    users, next_cursor = await service.list_users(session, cursors, page)
-    return Page(items=[UserPublic.model_validate(user) for user in users], next_cursor=next_cursor)
+    return await service.list_users(session, cursors, page)
 
 
 @router.get(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import ensure_identity_free, flush_identity
 from app.errors import NotFound
-from app.pagination import CursorCodec, PageParams, paginate
+from app.pagination import CursorCodec, Listing, PageParams, paginate
 from app.text import email_key, username_key
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate
@@ -38,14 +40,18 @@ async def ensure_user_exists(session: AsyncSession, user_id: int) -> None:
         raise UserNotFound()
 
 
+# Listings read the public profile's columns (`UserPublic`) with Core, not ORM objects.
+_users = User.__table__.c
+
+
 async def list_users(
     session: AsyncSession, cursors: CursorCodec, page: PageParams
-) -> tuple[list[User], str | None]:
-    """Users in id order, one page at a time."""
+) -> Listing[dict[str, Any]]:
+    """Users in id order, one page at a time: what anyone may see of them."""
     return await paginate(
         session,
-        select(User),
-        id_column=User.id,
+        select(_users.id, _users.username, _users.date_joined),
+        id_column=_users.id,
         newest_first=False,
         listing=USERS_LISTING,
         cursors=cursors,
