@@ -82,12 +82,20 @@ def wait_for_http(url: str, deadline_s: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], env: dict[str, str], name: str
+    command: list[str], env: dict[str, str], name: str, output: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A child process in its own process group, stopped (TERM, then KILL) on exit."""
-    process = subprocess.Popen(  # noqa: S603 (our own fixed command lines)
-        command, env=env, cwd=tempfile.gettempdir(), start_new_session=True
-    )
+    """A child process in its own process group, stopped (TERM, then KILL) on exit;
+    its output goes to `output` when given."""
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(output.open("wb")) if output is not None else None
+        process = subprocess.Popen(  # noqa: S603 (our own fixed command lines)
+            command,
+            env=env,
+            cwd=tempfile.gettempdir(),
+            start_new_session=True,
+            stdout=sink,
+            stderr=sink,
+        )
     log(f"started {name} (pid {process.pid})")
     try:
         yield process
@@ -685,9 +693,9 @@ def main() -> None:
     }
     floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(database_url)}
 
-    def uvicorn(target: str, port: int, factory: bool) -> list[str]:
+    def uvicorn(target: str, port: int) -> list[str]:
         return [
-            sys.executable, "-m", "uvicorn", target, *(["--factory"] if factory else []),
+            sys.executable, "-m", "uvicorn", target,
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
@@ -713,11 +721,19 @@ def main() -> None:
                     f"image host {latency} ms",
                 )
             )
+        # The app runs as deployed (`gallery serve`: its logging with one access line per
+        # request, multiprocess metrics, proxy headers); its log goes to a file.
+        app_log = Path(tempfile.gettempdir()) / "gallery-bench-app.log"
         app_process = stack.enter_context(
-            running(uvicorn("app.main:create_app", app_port, True), app_env, "app")
+            running(
+                [str(Path(sys.executable).with_name("gallery")), "serve", "--no-migrate"],
+                {**app_env, "HOST": "127.0.0.1", "PORT": str(app_port)},
+                f"app (log: {app_log})",
+                output=app_log,
+            )
         )
         floor_process = stack.enter_context(
-            running(uvicorn("bench.floor:app", floor_port, False), floor_env, "floor")
+            running(uvicorn("bench.floor:app", floor_port), floor_env, "floor")
         )
         for port in image_hosts.values():
             wait_for_http(f"http://127.0.0.1:{port}/ready.png")

@@ -22,6 +22,7 @@ from jose import jwt
 from sqlalchemy import event, select, update
 
 from app.accounts.models import AccountSession, RefreshToken
+from app.accounts.security import CLOCK_SKEW_SECONDS
 from app.db import utcnow
 from app.main import create_app
 from app.users.models import User
@@ -269,6 +270,31 @@ async def test_tampered_access_token_is_refused(client: httpx.AsyncClient, case:
     response = await _me(client, _tampered_tokens(account.token)[case])
     assert_error(response, 401, "invalid_token")
     assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_remembered_token_still_expires(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verified tokens are remembered to skip re-checking their signature; their expiry
+    (plus the allowed clock skew) still ends them."""
+    account = await sign_up(client, "alice")
+    assert (await _me(client, account.token)).status_code == 200  # now remembered
+    expires_at = jwt.get_unverified_claims(account.token)["exp"]
+    monkeypatch.setattr(time, "time", lambda: expires_at + CLOCK_SKEW_SECONDS - 1)
+    assert (await _me(client, account.token)).status_code == 200
+    monkeypatch.setattr(time, "time", lambda: expires_at + CLOCK_SKEW_SECONDS + 1)
+    assert_error(await _me(client, account.token), 401, "invalid_token")
+
+
+async def test_remembered_token_ends_at_logout(client: httpx.AsyncClient) -> None:
+    account = await sign_up(client, "alice")
+    for _ in range(2):
+        assert (await _me(client, account.token)).status_code == 200
+    assert (await client.post("/accounts/logout", headers=bearer(account.token))).status_code in (
+        200,
+        204,
+    )
+    assert_error(await _me(client, account.token), 401, "invalid_token")
 
 
 async def test_token_naming_another_users_session_is_refused(client: httpx.AsyncClient) -> None:
