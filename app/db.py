@@ -21,6 +21,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
+from app.pool import FairAsyncAdaptedQueuePool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -82,6 +83,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     engine = create_async_engine(
         settings.database_url,
+        # Waiting requests get connections in arrival order (app/pool.py).
+        poolclass=FairAsyncAdaptedQueuePool,
         pool_size=settings.database_pool_size,
         # A fixed pool: overflow connections were opened and closed again on every burst of
         # load (a TLS handshake and a backend start-up each), which the profile showed.
