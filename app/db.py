@@ -141,10 +141,12 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     Safe methods (GET, HEAD, OPTIONS) read without a transaction (`create_read_sessionmaker`).
     """
     state = request.app.state
-    sessionmaker: async_sessionmaker[AsyncSession] = (
-        state.read_sessionmaker if request.method in SAFE_METHODS else state.sessionmaker
-    )
-    async with sessionmaker() as session:
+    if request.method in SAFE_METHODS:
+        # Nothing to commit or roll back: closing the session returns its connection.
+        async with state.read_sessionmaker() as session:
+            yield session
+        return
+    async with state.sessionmaker() as session:
         try:
             yield session
         except BaseException:
