@@ -157,7 +157,7 @@ def test_url_check_settings_have_safe_defaults() -> None:
     assert settings.image_fetch_allowed_networks == []
     assert settings.image_fetch_allowed_ports == []
     assert settings.image_fetch_max_redirects == 3
-    assert settings.image_fetch_concurrency == 32
+    assert settings.image_fetch_concurrency == 128
     assert settings.image_sniff is True
 
 
