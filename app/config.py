@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -48,6 +49,10 @@ class Settings(BaseSettings):
     access_token_expire_minutes: int = Field(default=15, ge=1)
     refresh_token_expire_days: int = Field(default=14, ge=1)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    # Threads per process that hash passwords; 0: the cores shared out among WEB_CONCURRENCY
+    # workers (at least one). More hashing threads than cores made every hash slower (each
+    # one walks 19 MiB) and starved the event loops (docs/performance.md).
+    password_hash_threads: int = Field(default=0, ge=0, le=64)
 
     register_verification_enabled: bool = False
     reset_password_expire_minutes: int = Field(default=60, ge=1)
@@ -193,6 +198,13 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         """The proxies whose `X-Forwarded-For` is believed."""
         return tuple(ipaddress.ip_network(item, strict=False) for item in self.trusted_proxies)
+
+    @cached_property
+    def password_hash_concurrency(self) -> int:
+        """How many passwords one process hashes at once (`PASSWORD_HASH_THREADS`)."""
+        if self.password_hash_threads:
+            return self.password_hash_threads
+        return max(1, (os.cpu_count() or 1) // self.web_concurrency)
 
     @cached_property
     def is_sqlite(self) -> bool:
