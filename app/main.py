@@ -116,7 +116,7 @@ def create_app(
                 system_resolver = SystemResolver(settings.image_fetch_concurrency)
                 cleanup.callback(system_resolver.close)
                 resolver = system_resolver
-            password_hasher = PasswordHasher()
+            password_hasher = PasswordHasher(max_concurrent=settings.password_hash_concurrency)
             cleanup.callback(password_hasher.close)
             if metrics is not None:
                 cleanup.callback(metrics.close)

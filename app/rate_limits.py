@@ -83,7 +83,9 @@ class RateLimiter:
         await self.storage.reset()
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+# Both dependencies are `async def` though they never await: FastAPI runs a plain `def`
+# dependency in a worker thread, a thread hop per login the profile showed for nothing.
+async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 
@@ -118,7 +120,7 @@ def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def request_client_address(request: Request) -> str:
+async def request_client_address(request: Request) -> str:
     settings: Settings = request.app.state.settings
     peer = request.client.host if request.client else None
     return client_address(

@@ -157,8 +157,20 @@ def test_url_check_settings_have_safe_defaults() -> None:
     assert settings.image_fetch_allowed_networks == []
     assert settings.image_fetch_allowed_ports == []
     assert settings.image_fetch_max_redirects == 3
-    assert settings.image_fetch_concurrency == 32
+    assert settings.image_fetch_concurrency == 128
     assert settings.image_sniff is True
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "threads", "expected"),
+    [(2, 1, 0, 2), (2, 2, 0, 1), (2, 4, 0, 1), (8, 2, 0, 4), (2, 2, 3, 3)],
+)
+def test_password_hashing_threads_share_the_cores_among_workers(
+    monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, threads: int, expected: int
+) -> None:
+    monkeypatch.setattr("app.config.os.cpu_count", lambda: cores)
+    settings = _settings(web_concurrency=workers, password_hash_threads=threads)
+    assert settings.password_hash_concurrency == expected
 
 
 def test_example_env_file_holds_the_defaults() -> None:

@@ -47,7 +47,8 @@ class PasswordHasher:
     """Hashes and verifies passwords in worker threads, a bounded number at a time,
     so a burst of logins cannot stall the event loop or exhaust memory.
 
-    The threads are its own fixed pool (one per core by default), not the shared anyio pool:
+    The threads are its own fixed pool (the app sizes it with `PASSWORD_HASH_THREADS`: the
+    cores shared out among the worker processes), not the shared anyio pool:
     each Argon2 call allocates 19 MiB, and glibc keeps that memory in a per-thread arena after
     it is freed. Spread over the shared pool's dozens of threads this grew a worker from
     95 MB to about 180-270 MB after a burst of logins; with a fixed pool it stays bounded by

@@ -307,8 +307,8 @@ async def login(
         raise InactiveAccount()
     if not user.is_verified:
         raise AccountNotVerified()
+    # Written by the flush that inserts the session: one flush fewer per login.
     user.last_login = utcnow()
-    await session.flush()
     return await start_session(session, tokens, user)
 
 

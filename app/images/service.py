@@ -161,7 +161,11 @@ async def create_image(
 ) -> Image:
     """Check the URL, then add it to the gallery."""
     ensure_may_edit_gallery(actor, user_id)
-    await ensure_user_exists(session, user_id)
+    if actor.id != user_id:
+        # An owner's row was just read by the authentication in this same transaction; only
+        # an admin adding to another gallery needs the lookup. A deletion during the check
+        # is still caught by the foreign key at the insert.
+        await ensure_user_exists(session, user_id)
     url = str(normalise_image_url(data.image_url))
     if await _url_in_gallery(session, user_id, url):
         raise ImageDuplicate()
