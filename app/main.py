@@ -113,7 +113,8 @@ def create_app(
                 image_transport = own_transport
             resolver = image_resolver
             if resolver is None:
-                system_resolver = SystemResolver(settings.image_fetch_concurrency)
+                # Lookups are short; a stalled DNS server must not grow a thread per check.
+                system_resolver = SystemResolver(min(settings.image_fetch_concurrency, 32))
                 cleanup.callback(system_resolver.close)
                 resolver = system_resolver
             password_hasher = PasswordHasher(max_concurrent=settings.password_hash_concurrency)
