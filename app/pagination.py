@@ -52,7 +52,10 @@ class Listing(Generic[R]):
     next_cursor: str | None
 
 
-class PageParams(BaseModel):
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    """`limit` and `cursor` as FastAPI validated them (a dataclass: nothing to re-validate)."""
+
     limit: int
     cursor: str | None
 
