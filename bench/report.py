@@ -89,6 +89,12 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
                 f"({bound}/s = {doc['password_hash']['cores']} cores / "
                 f"{doc['password_hash']['seconds'] * 1000:.0f} ms): "
                 f"{_verdict(ratio >= LOGIN_TARGET)}"
+                + (
+                    f"; {login['rps'] / measured:.0%} of the {measured}/s that hashing alone "
+                    "reaches with every core busy"
+                    if (measured := doc["password_hash"].get("hashes_per_second_all_cores"))
+                    else ""
+                )
             )
     for deep, first in (("admin_deep", "admin_first"), ("gallery_deep", "gallery_page")):
         for c in conns:
