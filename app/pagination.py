@@ -13,8 +13,9 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import BigInteger, Integer, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import KeyedColumnElement
 
 from app.errors import InvalidInput
 from app.text import StorableStr
@@ -103,30 +104,54 @@ class CursorCodec:
         return last_id
 
 
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """A listing's statements, built once (module level): its first page, and the page
+    after a cursor. The page size and the cursor's id are bound per request, so no request
+    rebuilds or re-keys the SQL (that was 5% of a page's CPU)."""
+
+    first: Select[Any]
+    after: Select[Any]
+    id_key: str
+
+
+def keyset(query: Select[Any], *, id_column: KeyedColumnElement[int], newest_first: bool) -> Keyset:
+    """The `Keyset` of `query` ordered by `id_column`, which the query must select."""
+    limit = bindparam("page_limit", type_=Integer)
+    after_id = bindparam("after_id", type_=BigInteger)
+    order = id_column.desc() if newest_first else id_column.asc()
+    after = id_column < after_id if newest_first else id_column > after_id
+    return Keyset(
+        first=query.order_by(order).limit(limit),
+        after=query.where(after).order_by(order).limit(limit),
+        id_key=id_column.key,
+    )
+
+
 async def paginate(
     session: AsyncSession,
-    query: Select[Any],
+    listing_query: Keyset,
+    parameters: dict[str, Any],
     *,
-    id_column: ColumnElement[int],
-    newest_first: bool,
     listing: str,
     cursors: CursorCodec,
     page: PageParams,
 ) -> Listing[dict[str, Any]]:
-    """One page of `query` by keyset on `id_column` (which the query must select), each row
-    as a dict of its columns: each page costs the same as the first."""
+    """One page of a keyset listing, each row as a dict of its columns: every page costs
+    the same as the first. `parameters` are the query's own bound values."""
+    values = {**parameters, "page_limit": page.limit + 1}
+    statement = listing_query.first
     if page.cursor is not None:
-        last_id = cursors.decode(listing, page.cursor)
-        query = query.where(id_column < last_id if newest_first else id_column > last_id)
-    order = id_column.desc() if newest_first else id_column.asc()
-    result = await session.execute(query.order_by(order).limit(page.limit + 1))
+        values["after_id"] = cursors.decode(listing, page.cursor)
+        statement = listing_query.after
+    result = await session.execute(statement, values)
     # Plain dicts: pydantic validates them several times faster than `Row` attributes.
     keys = tuple(result.keys())
     rows = [dict(zip(keys, row, strict=True)) for row in result]
     if len(rows) <= page.limit:
         return Listing(rows, None)
     rows = rows[: page.limit]
-    return Listing(rows, cursors.encode(listing, rows[-1][id_column.key]))
+    return Listing(rows, cursors.encode(listing, rows[-1][listing_query.id_key]))
 
 
 PageParamsDep = Annotated[PageParams, Depends(page_params)]

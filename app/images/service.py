@@ -15,7 +15,7 @@ from app.images.checker import CheckedImage, ImageChecker
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.url_guard import normalise_image_url
-from app.pagination import CursorCodec, Listing, PageParams, paginate
+from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.users.models import User
 from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
 
@@ -52,15 +52,22 @@ def ensure_may_edit_gallery(actor: User, user_id: int) -> None:
 _images = Image.__table__.c
 
 
+_GALLERY = keyset(
+    select(*_images).where(_images.user_id == bindparam("owner_id")),
+    id_column=_images.id,
+    newest_first=True,
+)
+_ALL_IMAGES = keyset(select(*_images), id_column=_images.id, newest_first=True)
+
+
 async def list_user_images(
     session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
 ) -> Listing[dict[str, Any]]:
     """A user's images, newest first."""
     images = await paginate(
         session,
-        select(*_images).where(_images.user_id == user_id),
-        id_column=_images.id,
-        newest_first=True,
+        _GALLERY,
+        {"owner_id": user_id},
         listing=f"user-images:{user_id}",
         cursors=cursors,
         page=page,
@@ -76,14 +83,10 @@ async def list_all_images(
     session: AsyncSession, cursors: CursorCodec, page: PageParams, user_id: int | None
 ) -> Listing[dict[str, Any]]:
     """Every image, newest first, optionally only one user's (for admins)."""
-    query = select(*_images)
-    if user_id is not None:
-        query = query.where(_images.user_id == user_id)
     return await paginate(
         session,
-        query,
-        id_column=_images.id,
-        newest_first=True,
+        _ALL_IMAGES if user_id is None else _GALLERY,
+        {} if user_id is None else {"owner_id": user_id},
         listing=f"images:{user_id}",
         cursors=cursors,
         page=page,

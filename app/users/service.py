@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.service import ensure_identity_free, flush_identity
 from app.errors import NotFound
-from app.pagination import CursorCodec, Listing, PageParams, paginate
+from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.text import email_key, username_key
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate
@@ -44,19 +44,18 @@ async def ensure_user_exists(session: AsyncSession, user_id: int) -> None:
 _users = User.__table__.c
 
 
+_USERS = keyset(
+    select(_users.id, _users.username, _users.date_joined),
+    id_column=_users.id,
+    newest_first=False,
+)
+
+
 async def list_users(
     session: AsyncSession, cursors: CursorCodec, page: PageParams
 ) -> Listing[dict[str, Any]]:
     """Users in id order, one page at a time: what anyone may see of them."""
-    return await paginate(
-        session,
-        select(_users.id, _users.username, _users.date_joined),
-        id_column=_users.id,
-        newest_first=False,
-        listing=USERS_LISTING,
-        cursors=cursors,
-        page=page,
-    )
+    return await paginate(session, _USERS, {}, listing=USERS_LISTING, cursors=cursors, page=page)
 
 
 async def update_user(session: AsyncSession, user_id: int, changes: UserAdminUpdate) -> User:
