@@ -14,6 +14,8 @@ from typing import Any
 READ_TARGET_THROUGHPUT = 0.5
 READ_TARGET_P99 = 2.0
 CREATE_TARGET = 0.8
+# The issue sets the creates target at 128 connections, where checks can overlap.
+CREATE_TARGET_CONNECTIONS = 128
 LOGIN_TARGET = 0.8
 DEEP_TARGET = 1.5
 RSS_TARGET_MB = 150
@@ -74,10 +76,14 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
             slow, fast = runs.get((name, "app", c)), runs.get(("create_0ms", "app", c))
             if slow and fast:
                 ratio = slow["rps"] / fast["rps"]
+                verdict = (
+                    _verdict(ratio >= CREATE_TARGET)
+                    if c == CREATE_TARGET_CONNECTIONS
+                    else f"for information (the target is at {CREATE_TARGET_CONNECTIONS})"
+                )
                 verdicts.append(
                     f"- Creates with the {name.removeprefix('create_')} image host at {c} conns: "
-                    f"{ratio:.0%} of the 0 ms creates/s (target >= 80% at 128): "
-                    f"{_verdict(ratio >= CREATE_TARGET)}"
+                    f"{ratio:.0%} of the 0 ms creates/s (target >= 80% at 128): {verdict}"
                 )
     bound = doc.get("password_hash", {}).get("logins_per_second_bound")
     for c in conns:
