@@ -34,6 +34,14 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset),
+    not every core of the host."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class Settings(BaseSettings):
     """Every setting the service reads; `.env.example` lists them with their defaults."""
 
@@ -206,7 +214,7 @@ class Settings(BaseSettings):
         """How many passwords one process hashes at once (`PASSWORD_HASH_THREADS`)."""
         if self.password_hash_threads:
             return self.password_hash_threads
-        return max(1, (os.cpu_count() or 1) // self.web_concurrency)
+        return max(1, usable_cores() // self.web_concurrency)
 
     @cached_property
     def is_sqlite(self) -> bool:

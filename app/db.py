@@ -107,13 +107,13 @@ def _discard_closed_connection(_: Any, record: ConnectionPoolEntry, __: Any) -> 
 
     When PostgreSQL restarts or ends a backend, it closes the socket and asyncpg marks the
     idle connection closed as soon as the event loop reads the EOF, with no query needed.
-    Raising `DisconnectionError` makes the pool discard it and check out another (or a new
-    one), so the first request after a database restart succeeds. A connection that dies
-    while in use still fails its request (503 database_unavailable) and SQLAlchemy then
-    invalidates the rest of the pool.
+    Raising `DisconnectionError` makes the pool reconnect that entry before handing it out,
+    so the first request after a database restart succeeds. A connection that dies while in
+    use, or silently (no EOF: a dropped network path), still fails its request (503
+    database_unavailable) and SQLAlchemy then invalidates the rest of the pool.
     """
-    driver_connection = record.driver_connection
-    if driver_connection is not None and driver_connection.is_closed():
+    is_closed = getattr(record.driver_connection, "is_closed", None)  # asyncpg's
+    if is_closed is not None and is_closed():
         raise DisconnectionError()
 
 

@@ -145,6 +145,7 @@ def create_app(
             # pause every second or so under load, before; under 7 ms after). Only once per
             # process: a test run starts many apps, and later garbage must stay collectable.
             if gc.get_freeze_count() == 0:
+                gc.collect()  # start-up's garbage goes first, rather than pinned for good
                 gc.freeze()
             yield
 

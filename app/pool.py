@@ -73,21 +73,29 @@ class FairAsyncQueue(QueueCommon[T]):
         except Empty:
             if not block:
                 raise
-        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        result: T = await_(self._wait(waiter, seconds=timeout))
+        result: T = await_(self._wait(seconds=timeout))
         return result
 
-    async def _wait(self, waiter: asyncio.Future[T], *, seconds: float | None) -> T:
+    async def _wait(self, *, seconds: float | None) -> T:
+        # Registered here, not in `get`: a waiter exists only once something awaits it.
+        waiter: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
         try:
             async with asyncio.timeout(seconds):
                 return await waiter
-        except TimeoutError:
-            raise Empty() from None
-        except BaseException:
-            # Cancelled just after being handed an item: pass it on rather than lose it.
-            if waiter.done() and not waiter.cancelled():
+        except BaseException as exc:
+            served = waiter.done() and not waiter.cancelled()
+            if isinstance(exc, TimeoutError):
+                if served:
+                    # Handed a connection in the same turn as the deadline: keep it.
+                    return waiter.result()
+                waiter.cancel()
+                raise Empty() from None
+            if served:
+                # Cancelled just after being handed a connection: pass it on.
                 self.put_nowait(waiter.result())
+            else:
+                waiter.cancel()
             raise
 
 

@@ -168,7 +168,7 @@ def test_url_check_settings_have_safe_defaults() -> None:
 def test_password_hashing_threads_share_the_cores_among_workers(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, threads: int, expected: int
 ) -> None:
-    monkeypatch.setattr("app.config.os.cpu_count", lambda: cores)
+    monkeypatch.setattr("app.config.usable_cores", lambda: cores)
     settings = _settings(web_concurrency=workers, password_hash_threads=threads)
     assert settings.password_hash_concurrency == expected
 

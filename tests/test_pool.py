@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
-from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty
+from sqlalchemy.util.queue import Empty
 
 from app.pool import FairAsyncAdaptedQueuePool, FairAsyncQueue
 
@@ -52,8 +52,9 @@ async def _served_order(engine: AsyncEngine) -> list[int]:
         waiting.append(asyncio.create_task(use(number)))
         await asyncio.sleep(0.01)  # each one is queued before the next arrives
     await holder.close()
-    late = asyncio.create_task(use(5))
-    await asyncio.wait_for(asyncio.gather(*waiting, late), timeout=10)
+    async with asyncio.timeout(10):
+        await use(5)  # in this task: it asks before the woken waiter gets to run
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=10)
     return order
 
 
@@ -65,9 +66,7 @@ async def test_waiting_requests_get_the_connection_in_arrival_order(
 
 async def test_a_returned_connection_goes_to_the_oldest_waiter_not_a_newcomer() -> None:
     queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
-    first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    queue._waiters.append(first)
-    waiting = asyncio.create_task(queue._wait(first, seconds=None))
+    waiting = asyncio.create_task(queue._wait(seconds=None))
     await asyncio.sleep(0)
     queue.put_nowait("connection")
     with pytest.raises(Empty):  # a request arriving now, before the waiter wakes up
@@ -75,17 +74,14 @@ async def test_a_returned_connection_goes_to_the_oldest_waiter_not_a_newcomer() 
     assert await waiting == "connection"
 
 
-async def test_sqlalchemys_own_queue_lets_a_newcomer_cut_in() -> None:
-    """Why app/pool.py exists: the same sequence on the stock queue serves the newcomer,
-    and the waiter that was woken for the connection finds it gone."""
-    queue: AsyncAdaptedQueue[str] = AsyncAdaptedQueue(maxsize=1)
-    waiting = asyncio.create_task(queue._queue.get())
-    await asyncio.sleep(0)
-    queue.put_nowait("connection")
-    assert queue.get_nowait() == "connection"
-    await asyncio.sleep(0)
-    assert not waiting.done()
-    waiting.cancel()
+async def test_sqlalchemys_own_pool_lets_a_newcomer_cut_in(tmp_path: Path) -> None:
+    """Why app/pool.py exists: with the stock pool, a request arriving just as the
+    connection comes back takes it from the five that were waiting for it."""
+    stock = _one_connection_engine(tmp_path, AsyncAdaptedQueuePool)
+    try:
+        assert (await _served_order(stock))[0] == 5
+    finally:
+        await stock.dispose()
 
 
 async def test_waiting_past_the_pool_timeout_fails_and_loses_nothing(tmp_path: Path) -> None:
@@ -106,15 +102,23 @@ async def test_waiting_past_the_pool_timeout_fails_and_loses_nothing(tmp_path: P
 
 async def test_a_waiter_cancelled_just_after_being_served_passes_the_connection_on() -> None:
     queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
-    waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    queue._waiters.append(waiter)
-    task = asyncio.create_task(queue._wait(waiter, seconds=None))
+    task = asyncio.create_task(queue._wait(seconds=None))
     await asyncio.sleep(0)  # the task now waits
     queue.put_nowait("connection")  # handed to the waiter...
     task.cancel()  # ...which is cancelled before it runs again
     with pytest.raises(asyncio.CancelledError):
         await task
     assert queue.get_nowait() == "connection"
+
+
+async def test_a_waiter_served_as_its_deadline_passes_keeps_the_connection() -> None:
+    """The connection comes back in the same turn of the loop as the waiter's timeout fires:
+    the waiter must keep it, not report a timeout and drop it (the pool would count it as
+    checked out forever)."""
+    queue: FairAsyncQueue[str] = FairAsyncQueue(maxsize=1)
+    task = asyncio.create_task(queue._wait(seconds=0))
+    asyncio.get_running_loop().call_soon(queue.put_nowait, "connection")
+    assert await task == "connection"
 
 
 def test_an_idle_item_is_not_taken_past_someone_waiting() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 
-from app.config import Settings
+from app.config import Settings, usable_cores
 from app.errors import InvalidToken
 
 # OWASP's Argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
@@ -58,7 +57,7 @@ class PasswordHasher:
     def __init__(self, context: CryptContext | None = None, max_concurrent: int | None = None):
         self._context = context or make_crypt_context()
         self._executor = ThreadPoolExecutor(
-            max_workers=max_concurrent or os.cpu_count() or 1, thread_name_prefix="password-hash"
+            max_workers=max_concurrent or usable_cores(), thread_name_prefix="password-hash"
         )
         self._dummy_hash: str | None = None
         self._dummy_lock = asyncio.Lock()
