@@ -3,6 +3,7 @@ address they are keyed on."""
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
@@ -35,6 +36,15 @@ class RateLimited(AppError):
 
     def response_headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+def _loggable(key: str) -> str:
+    """What a log line may show of a limit's key: addresses and user ids as they are, but a
+    login that matched no account only as a short hash. It is whatever was typed in the
+    login field, which is sometimes somebody's password."""
+    if key.startswith("login:"):
+        return "login:#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return key
 
 
 class RateLimiter:
@@ -75,7 +85,7 @@ class RateLimiter:
                 return
             if stats is not None:
                 retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-                logger.info("rate limit %s reached for %s", name, key)
+                logger.info("rate limit %s reached for %s", name, _loggable(key))
                 raise RateLimited(retry_after)
 
     async def reset(self) -> None:

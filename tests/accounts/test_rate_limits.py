@@ -140,6 +140,19 @@ async def test_unknown_accounts_are_limited_like_known_ones(client: httpx.AsyncC
     assert known[-1].json() == unknown[-1].json()
 
 
+async def test_a_limited_unknown_login_is_not_written_to_the_log(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People type their password into the login field: a login that matches no account
+    never appears in a log line, even when its limit trips."""
+    typed = "Tr0ub4dor&3-typed-in-the-wrong-field"
+    with caplog.at_level(logging.INFO, logger="app.rate_limits"):
+        responses = [await _login(client, typed, address=CLIENT_B) for _ in range(4)]
+    assert responses[-1].status_code == 429
+    assert "rate limit login_account reached for login:#" in caplog.text
+    assert typed.lower() not in caplog.text.lower()
+
+
 async def test_login_is_limited_per_address(client: httpx.AsyncClient) -> None:
     for number in range(5):
         assert_error(await _login(client, f"user{number}"), 401, "invalid_credentials")
