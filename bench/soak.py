@@ -39,6 +39,7 @@ from tests.conftest import (  # noqa: E402
 )
 from tests.helpers import PASSWORD  # noqa: E402
 from tests.image_host import ImageHost  # noqa: E402
+from tests.reliability.loopback_app import uvicorn_command  # noqa: E402
 from tests.reliability.support import (  # noqa: E402
     PostgresCluster,
     free_port,
@@ -230,22 +231,7 @@ async def run_soak(
         }
         # The server is started once, before the load: blocking here costs nothing.
         process = subprocess.Popen(  # noqa: S603, ASYNC220
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.reliability.loopback_app:create",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
+            uvicorn_command(port, "--workers", str(workers), "--no-access-log"),
             cwd=ROOT,
             env=env,
         )

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from app.images.models import Image
 from tests.conftest import ROOT, TEST_SECRET, migrate
 from tests.helpers import PASSWORD
 from tests.image_host import ImageHost
+from tests.reliability.loopback_app import uvicorn_command
 from tests.reliability.support import free_port
 
 EXIT_WITHIN = 10.0
@@ -45,21 +45,7 @@ async def server(
         "IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32",
         "PYTHONPATH": str(ROOT),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "tests.reliability.loopback_app:create",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--timeout-graceful-shutdown",
-        "8",
-        "--log-level",
-        "warning",
-    ]
+    command = uvicorn_command(port, "--timeout-graceful-shutdown", "8")
     process = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603, ASYNC220
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
