@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -21,7 +20,7 @@ from app.config import Settings
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
-from app.images.fetcher import Resolver, SystemResolver, create_image_transport
+from app.images.fetcher import ImageTransport, Resolver, SystemResolver, create_image_transport
 from app.images.router import router as images_router
 from app.limits import BodySizeLimit
 from app.mail import Mailer
@@ -86,7 +85,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     image_resolver: Resolver | None = None,
-    image_fetch_transport: httpx.AsyncBaseTransport | None = None,
+    image_fetch_transport: ImageTransport | None = None,
 ) -> FastAPI:
     """Build the app; its engine and HTTP transport are made when it starts, not here.
 

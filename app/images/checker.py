@@ -31,7 +31,7 @@ from app.images.errors import (
     ImageUrlNotImage,
     ImageUrlUnreachable,
 )
-from app.images.fetcher import Fetched, FetchSession, Resolver
+from app.images.fetcher import Fetched, FetchSession, ImageTransport, Resolver
 from app.images.url_guard import NormalisedUrl, UrlPolicy, normalise_image_url
 
 # How much of a body the check reads: enough for the signature and dimensions of every
@@ -182,11 +182,30 @@ def _dimension(value: object) -> int | None:
     return None
 
 
-def sniff_image(data: bytes, *, complete: bool) -> SniffedImage | None:
-    """The image format `data` starts with (by signature, whatever a header claimed) and its
-    width and height, or None when it is no image. `complete` says `data` is the whole file:
-    a whole file whose dimensions cannot be read is broken, while a cut one may keep them
-    beyond the window (a JPEG with large metadata)."""
+def _common_signature(data: bytes) -> str | None:
+    """The media type of the formats galleries hold nearly always, from their signatures
+    at the start of the file: the signature library's answer for them, in a few comparisons
+    instead of its scan of every signature it knows (most of a check's CPU, before). One
+    difference: an AVIF whose `ftyp` box is 28 bytes long is AVIF here, where the library
+    mistakes the box's size prefix for an MP4 video's. None for anything else, which the
+    library then judges."""
+    head = data[:16]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:12] in (b"ftypavif", b"ftypavis"):
+        return "image/avif"
+    if head.startswith(b"BM"):
+        return "image/bmp"
+    return None
+
+
+def _library_signature(data: bytes) -> str | None:
     try:
         matches = puremagic.magic_string(data)
     except (puremagic.PureError, ValueError):
@@ -194,7 +213,17 @@ def sniff_image(data: bytes, *, complete: bool) -> SniffedImage | None:
     if not matches:
         return None
     media_type = str(matches[0].mime_type).lower()
-    media_type = _MEDIA_TYPE_ALIASES.get(media_type, media_type)
+    return _MEDIA_TYPE_ALIASES.get(media_type, media_type)
+
+
+def sniff_image(data: bytes, *, complete: bool) -> SniffedImage | None:
+    """The image format `data` starts with (by signature, whatever a header claimed) and its
+    width and height, or None when it is no image. `complete` says `data` is the whole file:
+    a whole file whose dimensions cannot be read is broken, while a cut one may keep them
+    beyond the window (a JPEG with large metadata)."""
+    media_type = _common_signature(data) or _library_signature(data)
+    if media_type is None:
+        return None
     if media_type in ("application/xml", "text/xml") and b"<svg" in data:
         media_type = SVG
     if not media_type.startswith("image/"):
@@ -270,7 +299,7 @@ class ImageChecker:
 
     def __init__(
         self,
-        transport: httpx.AsyncBaseTransport,
+        transport: ImageTransport,
         settings: Settings,
         resolver: Resolver,
         on_outcome: Callable[[str], None] | None = None,
@@ -327,14 +356,16 @@ class ImageChecker:
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._slots:
-                    session = FetchSession(
+                async with (
+                    self._slots,
+                    FetchSession(
                         transport=self._transport,
                         resolver=self._resolver,
                         policy=self._policy,
                         redirects_left=self._max_redirects,
                         deadline=deadline,
-                    )
+                    ) as session,
+                ):
                     if self._sniff:
                         return await self._check_bytes(session, url, conditional)
                     return await self._check_head(session, url, conditional)
