@@ -50,6 +50,7 @@ MAX_HEAD_BYTES = 16 * 1024
 # when it is this small; a larger one costs the connection instead.
 MAX_DRAINED_BODY = 16 * 1024
 READ_CHUNK = 65536
+TLS_SHUTDOWN_SECONDS = 2.0
 _BASE_HEADERS = {
     "User-Agent": USER_AGENT,
     "Accept": "image/*,*/*;q=0.8",
@@ -105,7 +106,12 @@ class ImageTransport:
         if tls_server_name is None:
             return await asyncio.open_connection(address, port, limit=READ_CHUNK)
         return await asyncio.open_connection(
-            address, port, ssl=self._tls, server_hostname=tls_server_name, limit=READ_CHUNK
+            address,
+            port,
+            ssl=self._tls,
+            server_hostname=tls_server_name,
+            limit=READ_CHUNK,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS,
         )
 
     async def aclose(self) -> None:
@@ -175,9 +181,13 @@ class _Connection:
             self.protocol.start_next_cycle()
 
     def close(self) -> None:
-        # Aborted rather than closed politely: nothing more is owed to the host, and a TLS
-        # shutdown would keep the socket waiting for the host's answer.
-        self.writer.transport.abort()
+        if self.reusable:
+            # Between answers: a polite close, as a browser's (TLS says goodbye too, waiting
+            # at most TLS_SHUTDOWN_SECONDS for the host's reply, in the background).
+            self.writer.close()
+        else:
+            # In the middle of an answer (a body left unread, an error): nothing more is owed.
+            self.writer.transport.abort()
 
 
 class FetchResponse:
