@@ -8,12 +8,15 @@ from its first bytes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
+from email.utils import parsedate_to_datetime
+from typing import NoReturn, overload
 
 import httpx
 import imagesize
@@ -23,6 +26,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.images.errors import (
     ImageCheckFailed,
+    ImageHostBusy,
     ImageUrlBadStatus,
     ImageUrlNotImage,
     ImageUrlUnreachable,
@@ -49,6 +53,23 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECA
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What the image host said about the bytes last time, sent back as `If-None-Match` and
+    `If-Modified-Since` so that an unchanged image costs a 304."""
+
+    etag: str | None
+    last_modified: str | None
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+@dataclass(frozen=True)
 class CheckedImage:
     """What the check learnt about the URL."""
 
@@ -57,6 +78,19 @@ class CheckedImage:
     size_bytes: int | None
     width: int | None
     height: int | None
+    checked_at: datetime
+    # The answer's validators (for the next conditional check), and a stable hash of the
+    # bytes read and the total size, which tells new content from old.
+    etag: str | None = None
+    last_modified: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """The image host answered 304 to the validators: the image is as it was."""
+
+    url: str
     checked_at: datetime
 
 
@@ -144,6 +178,52 @@ def _total_size(answer: Fetched) -> int | None:
     return length
 
 
+# Validators are sent back to the host verbatim: only short, printable ASCII ones are kept.
+MAX_ETAG_LENGTH = 256
+MAX_LAST_MODIFIED_LENGTH = 64
+_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+BUSY_STATUSES = frozenset({429, 503})
+
+
+def _validator(value: str | None, max_length: int) -> str | None:
+    if value is None or len(value) > max_length or not _PRINTABLE.match(value):
+        return None
+    return value.strip() or None
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """The seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), or None
+    when it is absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:12]), 10**11))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - now).total_seconds(), 0.0)
+
+
+def _refuse_status(answer: Fetched) -> NoReturn:
+    """Raise the error a non-2xx answer means: a busy host that says when to come back is
+    `ImageHostBusy`, anything else a bad status."""
+    if answer.status_code in BUSY_STATUSES:
+        retry_after = parse_retry_after(answer.headers.get("retry-after"), utcnow())
+        if retry_after is not None:
+            raise ImageHostBusy(retry_after)
+    raise _bad_status(answer.status_code)
+
+
+def _fingerprint(body: bytes, size: int | None) -> str:
+    digest = hashlib.sha256(body)
+    digest.update(b"\0" + str(size).encode())
+    return digest.hexdigest()
+
+
 def _bad_status(status_code: int) -> ImageUrlBadStatus:
     return ImageUrlBadStatus(f"The image URL answered HTTP {status_code}; it must answer 2xx.")
 
@@ -172,25 +252,39 @@ class ImageChecker:
         self._slots = asyncio.Semaphore(settings.image_fetch_concurrency)
         self._on_outcome = on_outcome
 
-    async def check(self, raw_url: str) -> CheckedImage:
-        """Accept the URL when it answers 2xx and its first bytes are an image of an
-        allowed type (or, with sniffing off, when HEAD claims one).
+    @overload
+    async def check(self, raw_url: str) -> CheckedImage: ...
 
-        Each outcome (`ok` or the error code) is reported to `on_outcome`, for the metrics.
+    @overload
+    async def check(
+        self, raw_url: str, *, validators: Validators | None
+    ) -> CheckedImage | NotModified: ...
+
+    async def check(
+        self, raw_url: str, *, validators: Validators | None = None
+    ) -> CheckedImage | NotModified:
+        """Accept the URL when it answers 2xx and its first bytes are an image of an
+        allowed type (or, with sniffing off, when HEAD claims one). With `validators`, an
+        image host that answers 304 gives `NotModified`.
+
+        Each outcome (`ok`, `not_modified` or the error code) is reported to `on_outcome`,
+        for the metrics.
         """
         try:
-            checked = await self._check(raw_url)
+            checked = await self._check(raw_url, validators)
         except ImageCheckFailed as exc:
             self._report(exc.code)
             raise
-        self._report("ok")
+        self._report("not_modified" if isinstance(checked, NotModified) else "ok")
         return checked
 
     def _report(self, outcome: str) -> None:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
 
-    async def _check(self, raw_url: str) -> CheckedImage:
+    async def _check(
+        self, raw_url: str, validators: Validators | None
+    ) -> CheckedImage | NotModified:
         url = normalise_image_url(raw_url)
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
@@ -203,16 +297,21 @@ class ImageChecker:
                         redirects_left=self._max_redirects,
                         deadline=deadline,
                     )
+                    conditions = validators.headers() if validators else {}
                     if self._sniff:
-                        return await self._check_bytes(session, url)
-                    return await self._check_head(session, url)
+                        return await self._check_bytes(session, url, conditions)
+                    return await self._check_head(session, url, conditions)
         except TimeoutError as exc:
             raise ImageUrlUnreachable() from exc
 
-    async def _check_head(self, session: FetchSession, url: httpx.URL) -> CheckedImage:
-        head = await session.request("HEAD", url)
+    async def _check_head(
+        self, session: FetchSession, url: httpx.URL, conditions: dict[str, str]
+    ) -> CheckedImage | NotModified:
+        head = await session.request("HEAD", url, headers=conditions)
+        if head.status_code == 304 and conditions:
+            return NotModified(url=str(url), checked_at=utcnow())
         if not 200 <= head.status_code < 300:
-            raise _bad_status(head.status_code)
+            _refuse_status(head)
         content_type = parse_content_type(head.headers.get("content-type"))
         if content_type is None or content_type not in self._allowed_types:
             raise ImageUrlNotImage()
@@ -223,16 +322,22 @@ class ImageChecker:
             width=None,
             height=None,
             checked_at=utcnow(),
+            etag=_validator(head.headers.get("etag"), MAX_ETAG_LENGTH),
+            last_modified=_validator(head.headers.get("last-modified"), MAX_LAST_MODIFIED_LENGTH),
         )
 
-    async def _check_bytes(self, session: FetchSession, url: httpx.URL) -> CheckedImage:
+    async def _check_bytes(
+        self, session: FetchSession, url: httpx.URL, conditions: dict[str, str]
+    ) -> CheckedImage | NotModified:
         # HEAD first, as the product always has: a missing or failing URL is refused before
         # any body is asked for. A server that refuses HEAD leaves the GET to decide alone.
-        head = await session.request("HEAD", url)
+        head = await session.request("HEAD", url, headers=conditions)
+        if head.status_code == 304 and conditions:
+            return NotModified(url=str(url), checked_at=utcnow())
         head_size = None
         if head.status_code not in (405, 501):
             if not 200 <= head.status_code < 300:
-                raise _bad_status(head.status_code)
+                _refuse_status(head)
             head_size = parse_content_length(head.headers.get("content-length"))
         answer = await session.request(
             "GET",
@@ -243,16 +348,21 @@ class ImageChecker:
         if answer.status_code == 416:
             raise ImageUrlNotImage("The image URL holds no data.")
         if not 200 <= answer.status_code < 300:
-            raise _bad_status(answer.status_code)
+            _refuse_status(answer)
         sniffed = sniff_image(answer.body, complete=answer.complete)
         if sniffed is None or sniffed.content_type not in self._allowed_types:
             raise ImageUrlNotImage()
         size = _total_size(answer)
+        size = size if size is not None else head_size
+        validators = answer.headers if "etag" in answer.headers else head.headers
         return CheckedImage(
             url=str(url),
             content_type=sniffed.content_type,
-            size_bytes=size if size is not None else head_size,
+            size_bytes=size,
             width=sniffed.width,
             height=sniffed.height,
             checked_at=utcnow(),
+            etag=_validator(validators.get("etag"), MAX_ETAG_LENGTH),
+            last_modified=_validator(validators.get("last-modified"), MAX_LAST_MODIFIED_LENGTH),
+            fingerprint=_fingerprint(answer.body, size),
         )

@@ -45,6 +45,18 @@ class ImageUrlTooManyRedirects(ImageCheckFailed):
     detail = "The image URL redirects in a loop or too many times; use the final address."
 
 
+class ImageHostBusy(ImageCheckFailed):
+    """The image host answered 429 or 503 with `Retry-After`: it asks to be left alone for
+    `retry_after_seconds`. A scheduled recheck waits that long and counts no failure."""
+
+    code = "image_host_busy"
+    detail = "The image host is busy and asked to be called again later; try again later."
+
+    def __init__(self, retry_after_seconds: float, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
 IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
     ImageUrlInvalid,
     ImageUrlForbidden,
@@ -52,4 +64,5 @@ IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
     ImageUrlBadStatus,
     ImageUrlNotImage,
     ImageUrlTooManyRedirects,
+    ImageHostBusy,
 )
