@@ -243,6 +243,14 @@ class Rechecker:
                 result = await self.run_pass(stop=stop)
                 delay = 0.0 if result.claimed else await self._idle_seconds()
                 failures = 0
+                if result.claimed:
+                    logger.info(
+                        "recheck pass: %d claimed, %s",
+                        result.claimed,
+                        ", ".join(
+                            f"{name} {count}" for name, count in sorted(result.outcomes.items())
+                        ),
+                    )
             except Exception:
                 failures += 1
                 delay = min(2.0 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)
