@@ -13,10 +13,10 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from typing import NoReturn, overload
+from typing import overload
 
 import httpx
 import imagesize
@@ -32,7 +32,7 @@ from app.images.errors import (
     ImageUrlUnreachable,
 )
 from app.images.fetcher import Fetched, FetchSession, Resolver
-from app.images.url_guard import UrlPolicy, normalise_image_url
+from app.images.url_guard import NormalisedUrl, UrlPolicy, normalise_image_url
 
 # How much of a body the check reads: enough for the signature and dimensions of every
 # allowed format (a JPEG's frame header follows its metadata), and never more.
@@ -50,28 +50,26 @@ _MEDIA_TYPE_ALIASES = {
 # must also declare one of the known DIB header sizes (BITMAPCOREHEADER to BITMAPV5HEADER).
 _BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:\d+-\d+|\*)/(\d+)\s*$", re.IGNORECASE | re.ASCII)
-
-
-@dataclass(frozen=True)
-class Validators:
-    """What the image host said about the bytes last time, sent back as `If-None-Match` and
-    `If-Modified-Since` so that an unchanged image costs a 304."""
-
-    etag: str | None
-    last_modified: str | None
-
-    def headers(self) -> dict[str, str]:
-        headers = {}
-        if self.etag:
-            headers["If-None-Match"] = self.etag
-        if self.last_modified:
-            headers["If-Modified-Since"] = self.last_modified
-        return headers
+# RFC 9110 entity-tag, visible ASCII only: a validator is sent back to the host on the next
+# check, so nothing that could bend a header line is kept. Sizes fit the stored columns.
+_ENTITY_TAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e]*"$', re.ASCII)
+_HEADER_TEXT = re.compile(r"^[\x20-\x7e]+$", re.ASCII)  # printable ASCII, no line breaks
+MAX_ETAG_LENGTH = 256
+MAX_LAST_MODIFIED_LENGTH = 64
+# A host may ask for a pause (429/503 with Retry-After); a wish beyond a day is capped, so a
+# hostile or broken host cannot take its images off the schedule for good.
+MAX_RETRY_AFTER_SECONDS = 86400.0
+BUSY_STATUSES = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """What the check learnt about the URL."""
+    """What the check learnt about the URL.
+
+    `etag` and `last_modified` are the host's validators for the next check's conditional
+    request; `fingerprint` is a hash of the bytes read and the total size, which tells new
+    content from old (None when no bytes were read: sniffing off).
+    """
 
     url: str
     content_type: str
@@ -79,19 +77,94 @@ class CheckedImage:
     width: int | None
     height: int | None
     checked_at: datetime
-    # The answer's validators (for the next conditional check), and a stable hash of the
-    # bytes read and the total size, which tells new content from old.
     etag: str | None = None
     last_modified: str | None = None
     fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
+class Validators:
+    """What the host said identifies the bytes it served last time; sent back as
+    If-None-Match / If-Modified-Since, so that unchanged bytes cost a 304."""
+
+    etag: str | None
+    last_modified: str | None
+
+    def headers(self) -> dict[str, str]:
+        """The conditional request headers; a validator that is not well formed is left
+        out (a stored value is sent back to a host, so it is judged again here)."""
+        headers: dict[str, str] = {}
+        etag = valid_etag(self.etag)
+        if etag is not None:
+            headers["If-None-Match"] = etag
+        last_modified = valid_last_modified(self.last_modified)
+        if last_modified is not None:
+            headers["If-Modified-Since"] = last_modified
+        return headers
+
+
+@dataclass(frozen=True)
 class NotModified:
-    """The image host answered 304 to the validators: the image is as it was."""
+    """The URL answered 304 to a conditional request: the image is as the last check found."""
 
     url: str
     checked_at: datetime
+
+
+def valid_etag(value: str | None) -> str | None:
+    """An ETag header worth keeping, or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > MAX_ETAG_LENGTH or not _ENTITY_TAG.match(value):
+        return None
+    return value
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # HTTP dates are always GMT; the parser leaves "-0000" naive.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def valid_last_modified(value: str | None) -> str | None:
+    """A Last-Modified header worth keeping (an HTTP date), or None."""
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) > MAX_LAST_MODIFIED_LENGTH or not _HEADER_TEXT.match(value):
+        return None
+    return value if _http_date(value) is not None else None
+
+
+def parse_retry_after(header: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), within
+    0 and `MAX_RETRY_AFTER_SECONDS`; None when absent or unreadable."""
+    if header is None:
+        return None
+    value = header.strip()
+    if value.isascii() and value.isdigit():
+        if len(value) > 9:  # more than 30 years: capped without reading it as a number
+            return MAX_RETRY_AFTER_SECONDS
+        return min(float(int(value)), MAX_RETRY_AFTER_SECONDS)
+    if len(value) > MAX_LAST_MODIFIED_LENGTH or not _HEADER_TEXT.match(value):
+        return None
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    return min(max((moment - now).total_seconds(), 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def content_fingerprint(data: bytes, total_size: int | None) -> str:
+    """A stable hash of the bytes read and the total size: equal for the same image, and
+    different when the bytes in the window or the size change."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(b"size=%d;" % total_size if total_size is not None else b"size=?;")
+    digest.update(data)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -178,50 +251,12 @@ def _total_size(answer: Fetched) -> int | None:
     return length
 
 
-# Validators are sent back to the host verbatim: only short, printable ASCII ones are kept.
-MAX_ETAG_LENGTH = 256
-MAX_LAST_MODIFIED_LENGTH = 64
-_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
-BUSY_STATUSES = frozenset({429, 503})
-
-
-def _validator(value: str | None, max_length: int) -> str | None:
-    if value is None or len(value) > max_length or not _PRINTABLE.match(value):
-        return None
-    return value.strip() or None
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """The seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), or None
-    when it is absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(min(int(value[:12]), 10**11))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max((when - now).total_seconds(), 0.0)
-
-
-def _refuse_status(answer: Fetched) -> NoReturn:
-    """Raise the error a non-2xx answer means: a busy host that says when to come back is
-    `ImageHostBusy`, anything else a bad status."""
+def _raise_if_busy(answer: Fetched) -> None:
+    """ImageHostBusy when the host asks for a pause: 429 or 503 with a Retry-After."""
     if answer.status_code in BUSY_STATUSES:
-        retry_after = parse_retry_after(answer.headers.get("retry-after"), utcnow())
-        if retry_after is not None:
-            raise ImageHostBusy(retry_after)
-    raise _bad_status(answer.status_code)
-
-
-def _fingerprint(body: bytes, size: int | None) -> str:
-    digest = hashlib.sha256(body)
-    digest.update(b"\0" + str(size).encode())
-    return digest.hexdigest()
+        seconds = parse_retry_after(answer.headers.get("retry-after"), utcnow())
+        if seconds is not None:
+            raise ImageHostBusy(seconds)
 
 
 def _bad_status(status_code: int) -> ImageUrlBadStatus:
@@ -253,29 +288,32 @@ class ImageChecker:
         self._on_outcome = on_outcome
 
     @overload
-    async def check(self, raw_url: str) -> CheckedImage: ...
+    async def check(self, url: NormalisedUrl | str, *, validators: None = None) -> CheckedImage: ...
 
     @overload
     async def check(
-        self, raw_url: str, *, validators: Validators | None
+        self, url: NormalisedUrl | str, *, validators: Validators
     ) -> CheckedImage | NotModified: ...
 
     async def check(
-        self, raw_url: str, *, validators: Validators | None = None
+        self, url: NormalisedUrl | str, *, validators: Validators | None = None
     ) -> CheckedImage | NotModified:
         """Accept the URL when it answers 2xx and its first bytes are an image of an
-        allowed type (or, with sniffing off, when HEAD claims one). With `validators`, an
-        image host that answers 304 gives `NotModified`.
+        allowed type (or, with sniffing off, when HEAD claims one).
 
-        Each outcome (`ok`, `not_modified` or the error code) is reported to `on_outcome`,
-        for the metrics.
+        `url` is normalised already (`normalise_image_url`), or a string that is normalised
+        here (a stored URL may predate today's rules). With `validators` the requests are
+        conditional, and a 304 answers `NotModified`. A host answering 429 or 503 with
+        Retry-After raises `ImageHostBusy`. Each outcome (`ok`, `not_modified` or the error
+        code) is reported to `on_outcome`, for the metrics.
         """
         try:
-            checked = await self._check(raw_url, validators)
+            target = url if isinstance(url, httpx.URL) else normalise_image_url(url)
+            checked = await self._check(target, validators)
         except ImageCheckFailed as exc:
             self._report(exc.code)
             raise
-        self._report("not_modified" if isinstance(checked, NotModified) else "ok")
+        self._report("ok" if isinstance(checked, CheckedImage) else "not_modified")
         return checked
 
     def _report(self, outcome: str) -> None:
@@ -283,9 +321,9 @@ class ImageChecker:
             self._on_outcome(outcome)
 
     async def _check(
-        self, raw_url: str, validators: Validators | None
+        self, url: NormalisedUrl, validators: Validators | None
     ) -> CheckedImage | NotModified:
-        url = normalise_image_url(raw_url)
+        conditional = validators.headers() if validators is not None else {}
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -297,21 +335,21 @@ class ImageChecker:
                         redirects_left=self._max_redirects,
                         deadline=deadline,
                     )
-                    conditions = validators.headers() if validators else {}
                     if self._sniff:
-                        return await self._check_bytes(session, url, conditions)
-                    return await self._check_head(session, url, conditions)
+                        return await self._check_bytes(session, url, conditional)
+                    return await self._check_head(session, url, conditional)
         except TimeoutError as exc:
             raise ImageUrlUnreachable() from exc
 
     async def _check_head(
-        self, session: FetchSession, url: httpx.URL, conditions: dict[str, str]
+        self, session: FetchSession, url: NormalisedUrl, conditional: dict[str, str]
     ) -> CheckedImage | NotModified:
-        head = await session.request("HEAD", url, headers=conditions)
-        if head.status_code == 304 and conditions:
+        head = await session.request("HEAD", url, headers=conditional)
+        if conditional and head.status_code == 304:
             return NotModified(url=str(url), checked_at=utcnow())
+        _raise_if_busy(head)
         if not 200 <= head.status_code < 300:
-            _refuse_status(head)
+            raise _bad_status(head.status_code)
         content_type = parse_content_type(head.headers.get("content-type"))
         if content_type is None or content_type not in self._allowed_types:
             raise ImageUrlNotImage()
@@ -322,39 +360,44 @@ class ImageChecker:
             width=None,
             height=None,
             checked_at=utcnow(),
-            etag=_validator(head.headers.get("etag"), MAX_ETAG_LENGTH),
-            last_modified=_validator(head.headers.get("last-modified"), MAX_LAST_MODIFIED_LENGTH),
+            etag=valid_etag(head.headers.get("etag")),
+            last_modified=valid_last_modified(head.headers.get("last-modified")),
         )
 
     async def _check_bytes(
-        self, session: FetchSession, url: httpx.URL, conditions: dict[str, str]
+        self, session: FetchSession, url: NormalisedUrl, conditional: dict[str, str]
     ) -> CheckedImage | NotModified:
         # HEAD first, as the product always has: a missing or failing URL is refused before
-        # any body is asked for. A server that refuses HEAD leaves the GET to decide alone.
-        head = await session.request("HEAD", url, headers=conditions)
-        if head.status_code == 304 and conditions:
+        # any body is asked for, and an unchanged one costs a 304 and no body at all. A
+        # server that refuses HEAD leaves the GET to decide alone.
+        head = await session.request("HEAD", url, headers=conditional)
+        if conditional and head.status_code == 304:
             return NotModified(url=str(url), checked_at=utcnow())
+        _raise_if_busy(head)
         head_size = None
         if head.status_code not in (405, 501):
             if not 200 <= head.status_code < 300:
-                _refuse_status(head)
+                raise _bad_status(head.status_code)
             head_size = parse_content_length(head.headers.get("content-length"))
         answer = await session.request(
             "GET",
             head.url,
-            headers={"Range": f"bytes=0-{SNIFF_WINDOW - 1}"},
+            headers={"Range": f"bytes=0-{SNIFF_WINDOW - 1}", **conditional},
             read_limit=SNIFF_WINDOW,
         )
+        if conditional and answer.status_code == 304:
+            return NotModified(url=str(url), checked_at=utcnow())
+        _raise_if_busy(answer)
         if answer.status_code == 416:
             raise ImageUrlNotImage("The image URL holds no data.")
         if not 200 <= answer.status_code < 300:
-            _refuse_status(answer)
+            raise _bad_status(answer.status_code)
         sniffed = sniff_image(answer.body, complete=answer.complete)
         if sniffed is None or sniffed.content_type not in self._allowed_types:
             raise ImageUrlNotImage()
         size = _total_size(answer)
-        size = size if size is not None else head_size
-        validators = answer.headers if "etag" in answer.headers else head.headers
+        if size is None:
+            size = head_size
         return CheckedImage(
             url=str(url),
             content_type=sniffed.content_type,
@@ -362,7 +405,9 @@ class ImageChecker:
             width=sniffed.width,
             height=sniffed.height,
             checked_at=utcnow(),
-            etag=_validator(validators.get("etag"), MAX_ETAG_LENGTH),
-            last_modified=_validator(validators.get("last-modified"), MAX_LAST_MODIFIED_LENGTH),
-            fingerprint=_fingerprint(answer.body, size),
+            etag=valid_etag(answer.headers.get("etag") or head.headers.get("etag")),
+            last_modified=valid_last_modified(
+                answer.headers.get("last-modified") or head.headers.get("last-modified")
+            ),
+            fingerprint=content_fingerprint(answer.body, size),
         )

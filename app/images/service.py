@@ -221,8 +221,8 @@ async def create_image(
         # an admin adding to another gallery needs the lookup. A deletion during the check
         # is still caught by the foreign key at the insert.
         await ensure_user_exists(session, user_id)
-    url = str(normalise_image_url(data.image_url))
-    if await _url_in_gallery(session, user_id, url):
+    url = normalise_image_url(data.image_url)
+    if await _url_in_gallery(session, user_id, str(url)):
         raise ImageDuplicate()
     await end_read_transaction(session)
     checked = await checker.check(url)
@@ -246,9 +246,9 @@ async def update_image(
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
     if fields.get("image_url") is not None:
-        url = str(normalise_image_url(fields["image_url"]))
-        if url != image.image_url:
-            if await _url_in_gallery(session, user_id, url):
+        url = normalise_image_url(fields["image_url"])
+        if str(url) != image.image_url:
+            if await _url_in_gallery(session, user_id, str(url)):
                 raise ImageDuplicate()
             await end_read_transaction(session)
             checked = await checker.check(url)
