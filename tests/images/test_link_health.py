@@ -299,6 +299,12 @@ async def test_create_url_change_and_manual_recheck_count_as_checks(
     assert (body["status"], body["failure_count"]) == ("broken", 3)
     saved = await stored(app, image["id"])
     assert RETRY * 4 * 0.9 <= (saved.due_at - saved.checked_at).total_seconds() <= RETRY * 4
+    # A busy host is no failure of the image's: 503 with the host's wish, nothing counted.
+    route.mode = "busy"
+    busy = await client.post(f"{path}/recheck", headers=alice.headers)
+    assert_error(busy, 503, "image_host_busy")
+    assert busy.headers["retry-after"] == route.retry_after
+    assert (await image_json(client, alice, image["id"]))["failure_count"] == 3
     # A successful one makes it ok and schedules the next check one interval later.
     route.mode = "serve"
     response = await client.post(f"{path}/recheck", headers=alice.headers)
