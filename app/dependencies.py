@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from app.images.checker import ImageChecker
+from app.images.link_health import RecheckPolicy
 from app.pagination import CursorCodec
 
 MAX_ID = 2**63 - 1
@@ -26,8 +27,14 @@ async def get_image_checker(request: Request) -> ImageChecker:
     return checker
 
 
+async def get_recheck_policy(request: Request) -> RecheckPolicy:
+    policy: RecheckPolicy = request.app.state.recheck_policy
+    return policy
+
+
 CursorCodecDep = Annotated[CursorCodec, Depends(get_cursor_codec)]
 ImageCheckerDep = Annotated[ImageChecker, Depends(get_image_checker)]
+RecheckPolicyDep = Annotated[RecheckPolicy, Depends(get_recheck_policy)]
 
 UserIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The user's id.")]
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id.")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,10 @@ from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.fetcher import ImageTransport, Resolver, SystemResolver, create_image_transport
+from app.images.link_health import RecheckPolicy
+from app.images.recheck import Rechecker, rechecks_in_background
 from app.images.router import router as images_router
+from app.images.service import link_health_summary
 from app.limits import BodySizeLimit
 from app.mail import Mailer
 from app.ops.docs import docs_router
@@ -81,6 +84,19 @@ async def _bootstrap_admin(app: FastAPI, settings: Settings) -> None:
         )
 
 
+def _image_health_gauges(app: FastAPI, metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    async def refresh() -> None:
+        async with app.state.read_sessionmaker() as session:
+            summary = await link_health_summary(session)
+        metrics.set_image_health(
+            {"ok": summary.ok, "failing": summary.failing, "broken": summary.broken},
+            summary.due,
+            summary.oldest_due_seconds,
+        )
+
+    return refresh
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -136,9 +152,20 @@ def create_app(
                 resolver,
                 on_outcome=metrics.observe_image_check if metrics else None,
             )
+            app.state.recheck_policy = RecheckPolicy.from_settings(settings)
             if metrics is not None:
                 metrics.watch_pool(engine)
+                metrics.before_render(_image_health_gauges(app, metrics))
             await _bootstrap_admin(app, settings)
+            if settings.recheck_enabled and settings.recheck_in_process:
+                rechecker = Rechecker(
+                    app.state.sessionmaker,
+                    app.state.image_checker,
+                    settings,
+                    on_outcome=metrics.observe_recheck if metrics else None,
+                )
+                # Stopped before the engine and transport it uses are closed.
+                await cleanup.enter_async_context(rechecks_in_background(rechecker))
             # Everything made so far lives as long as the process: moved out of the
             # collector's reach, it is no longer scanned by every full collection (a 144 ms
             # pause every second or so under load, before; under 7 ms after). Only once per

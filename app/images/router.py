@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
 from app.accounts.dependencies import AdminUser, CurrentUser
 from app.db import SessionDep
-from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
+from app.dependencies import (
+    MAX_ID,
+    CursorCodecDep,
+    ImageCheckerDep,
+    ImageIdPath,
+    RecheckPolicyDep,
+    UserIdPath,
+)
 from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
 from app.images import service
 from app.images.errors import IMAGE_CHECK_ERRORS
 from app.images.models import Image
-from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
+from app.images.schemas import ImageCreate, ImageHealth, ImageRead, ImageUpdate
 from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users.service import UserNotFound
 
 router = APIRouter(tags=["images"])
+
+StatusFilter = Annotated[
+    Literal["ok", "failing", "broken"] | None,
+    Query(description="Only images with this link status."),
+]
 
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
@@ -37,10 +49,15 @@ _WRITE_ERRORS = error_responses(
     responses=error_responses(UserNotFound, InvalidCursor),
 )
 async def list_user_images(
-    user_id: UserIdPath, session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
+    user_id: UserIdPath,
+    session: SessionDep,
+    cursors: CursorCodecDep,
+    page: PageParamsDep,
+    status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """A user's gallery, newest first. Galleries are public."""
-    return await service.list_user_images(session, cursors, user_id, page)
+    """A user's gallery, newest first, optionally only the images with one link status.
+    Galleries are public."""
+    return await service.list_user_images(session, cursors, user_id, page, status)
 
 
 @router.post(
@@ -55,11 +72,12 @@ async def create_image(
     body: ImageCreate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     actor: CurrentUser,
 ) -> Image:
     """Add an image URL to the user's gallery (owner or admin). The server first checks
     that the URL is safe to fetch and that its bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, actor, user_id, body)
+    return await service.create_image(session, checker, policy, actor, user_id, body)
 
 
 @router.get(
@@ -87,10 +105,11 @@ async def update_image(
     body: ImageUpdate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     actor: CurrentUser,
 ) -> Image:
     """Change an image's title or URL (owner or admin); a new URL is checked again."""
-    return await service.update_image(session, checker, actor, user_id, image_id, body)
+    return await service.update_image(session, checker, policy, actor, user_id, image_id, body)
 
 
 @router.post(
@@ -111,11 +130,14 @@ async def recheck_image(
     image_id: ImageIdPath,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     actor: CurrentUser,
 ) -> Image:
     """Run the URL check again (owner or admin) and store its results: format, size,
-    width, height and `checked_at`. When the check fails the image is kept unchanged."""
-    return await service.recheck_image(session, checker, actor, user_id, image_id)
+    width, height, `checked_at` and status `ok`. When the check fails, the error is the
+    answer and the image counts one more failure (`status`, `failure_count`,
+    `last_error`); its metadata is kept."""
+    return await service.recheck_image(session, checker, policy, actor, user_id, image_id)
 
 
 @router.delete(
@@ -148,9 +170,22 @@ async def list_all_images(
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
+    status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """Every user's images, newest first."""
-    return await service.list_all_images(session, cursors, page, user_id)
+    """Every user's images, newest first, optionally one user's and one link status."""
+    return await service.list_all_images(session, cursors, page, user_id, status)
+
+
+@router.get(
+    "/images/health",
+    response_model=ImageHealth,
+    summary="Link health of all images (admin)",
+    responses=error_responses(NotAuthenticated, AdminRequired),
+)
+async def image_health(session: SessionDep, _: AdminUser) -> service.LinkHealthSummary:
+    """How many images are ok, failing and broken, how many are due for a check, and how
+    many seconds the longest-waiting one has been due."""
+    return await service.link_health_summary(session)
 
 
 @router.delete(

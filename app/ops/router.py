@@ -45,11 +45,13 @@ async def ready(request: Request) -> ReadyStatus:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    """Request counts and latency per route, image-check outcomes, database pool use."""
+    """Request counts and latency per route, image-check and recheck outcomes, link health,
+    database pool use."""
     settings: Settings = request.app.state.settings
     client = request.client.host if request.client else None
     if not metrics_client_allowed(client, settings.metrics_allowed_networks):
         # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
         raise NotFound()
     app_metrics: Metrics = request.app.state.metrics
+    await app_metrics.refresh()
     return Response(app_metrics.render(), media_type=app_metrics.content_type)
