@@ -185,14 +185,15 @@ def _dimension(value: object) -> int | None:
 def _common_signature(data: bytes) -> str | None:
     """The media type of the formats galleries hold nearly always, from their signatures
     at the start of the file: the signature library's answer for them, in a few comparisons
-    instead of its scan of every signature it knows (most of a check's CPU, before). One
-    difference: an AVIF whose `ftyp` box is 28 bytes long is AVIF here, where the library
-    mistakes the box's size prefix for an MP4 video's. None for anything else, which the
-    library then judges."""
+    instead of its scan of every signature it knows (most of a check's CPU, before). It
+    differs where the library lets a signature elsewhere in the file outweigh the format's
+    own: an AVIF whose `ftyp` box is 28 bytes long is AVIF here (the library takes the box's
+    size prefix for an MP4 video's), a bitmap is a bitmap whatever its byte 20 onwards
+    spell. None for anything else, which the library then judges."""
     head = data[:16]
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
+    if head.startswith(b"\xff\xd8\xff") and head[3:4] != b"\xf7":  # not JPEG-LS
         return "image/jpeg"
     if head.startswith((b"GIF87a", b"GIF89a")):
         return "image/gif"

@@ -50,6 +50,7 @@ def test_signature_with_any_tail_gets_the_librarys_answer(signature: bytes, tail
         b"\x00\x00\x00 ftypisom",  # ISO media, but a video
         b"<html><body>\x89PNG\r\n\x1a\n</body></html>",  # a signature later in the file
         b"%PDF-1.7\n",
+        b"\xff\xd8\xff\xf7\x00\x0b",  # JPEG-LS: another codec, which browsers do not show
         make_image("TIFF"),
     ],
 )
