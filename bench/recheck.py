@@ -381,8 +381,8 @@ def measure_pages(
             }
             samples[mode].append(sample)
             log(f"gallery pages round {round_number + 1}, rechecks {mode}: {sample}")
-    off = statistics.median(s["rps"] for s in samples["off"])
-    on = statistics.median(s["rps"] for s in samples["on"])
+    off = round(statistics.median(s["rps"] for s in samples["off"]), 1)
+    on = round(statistics.median(s["rps"] for s in samples["on"]), 1)
     return {
         "connections": args.page_connections,
         "seconds": args.page_seconds,
@@ -468,7 +468,8 @@ def summary(document: dict[str, Any]) -> str:
         )
         lines.append(
             f"- A million images: a pass takes {rpass['million_images_pass_hours']} h for one "
-            f"worker; a million a day uses {rpass['million_a_day_worker_share']:.1%} of one"
+            f"worker; a million a day keeps one worker busy "
+            f"{rpass['million_a_day_worker_share']:.1%} of the time"
         )
     pages = document.get("gallery_pages")
     if pages:
