@@ -242,7 +242,8 @@ def normalise_image_url(raw: str) -> NormalisedUrl:
         _HOST_LABEL.match(label) for label in host.removesuffix(".").split(".")
     ):
         raise ImageUrlInvalid("The image URL's host name is not valid.")
-    url = url.copy_with(fragment=None)
+    if "#" in text:  # copy_with parses the URL again: only when there is a fragment to drop
+        url = url.copy_with(fragment=None)
     if len(str(url)) > MAX_URL_LENGTH:
         raise _too_long()
     return NormalisedUrl(url)
