@@ -206,11 +206,16 @@ class FetchResponse:
         self.finished = False  # the whole body has been read
         self._connection = connection
         self._deadline = deadline
+        self._pending = b""  # received by a look ahead, not yet given to the caller
 
     async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
         """The body as it comes off the wire, cut at `limit` bytes in all; `finished` then
         tells whether that was its end. Each read ends by the session's deadline."""
         size = 0
+        if self._pending and limit > 0:
+            chunk, self._pending = self._pending[:limit], self._pending[limit:]
+            size += len(chunk)
+            yield chunk
         while size < limit and not self.finished:
             try:
                 async with asyncio.timeout_at(self._deadline):
@@ -221,7 +226,8 @@ class FetchResponse:
                 self._connection.end_of_body()
                 self.finished = True
             elif isinstance(event, h11.Data):
-                chunk = bytes(event.data[: limit - size])
+                data = bytes(event.data)
+                chunk, self._pending = data[: limit - size], data[limit - size :]
                 size += len(chunk)
                 yield chunk
             else:
@@ -235,9 +241,9 @@ class FetchResponse:
 
     def settle(self, *, keep_data: bool = False) -> None:
         """Take what is already received (the end of a bodiless answer, the end right after
-        the last byte read), without waiting for the network; with `keep_data`, stop at data
-        the caller has not read."""
-        while not self.finished:
+        the last byte read), without waiting for the network; with `keep_data`, data found
+        on the way is kept for the next `iter_body`, else dropped."""
+        while not self.finished and not (keep_data and self._pending):
             try:
                 event = self._connection.protocol.next_event()
             except h11.ProtocolError:
@@ -245,8 +251,13 @@ class FetchResponse:
             if isinstance(event, h11.EndOfMessage):
                 self._connection.end_of_body()
                 self.finished = True
-            elif keep_data or not isinstance(event, h11.Data):
+            elif isinstance(event, h11.Data):
+                if keep_data:
+                    self._pending = bytes(event.data)
+            else:
                 return
+        if not keep_data:
+            self._pending = b""
 
 
 @dataclass
@@ -256,7 +267,7 @@ class FetchSession:
     check, and the connection goes to the address that was judged, never to a second
     lookup; TLS still verifies the certificate for the URL's host name, and the Host
     header stays the URL's. The next request to the same scheme, host name and port reuses
-    the connection; `aclose` (or leaving `async with`) closes it."""
+    the connection; `close` (or leaving `async with`) closes it."""
 
     transport: ImageTransport
     resolver: Resolver

@@ -164,3 +164,18 @@ async def test_headers_repeated_by_the_host_are_joined(
         answer = await session.request("GET", normalise_image_url(host.url("/twice")))
     assert answer.headers["x-tag"] == "a, b"
     assert isinstance(answer.url, httpx.URL)
+
+
+async def test_a_body_streamed_in_pieces_arrives_whole_and_in_order(
+    transport: ImageTransport, host: ImageHost
+) -> None:
+    host.add("/big.png", 200, BIG, {"Content-Type": "image/png"})
+    url = normalise_image_url(host.url("/big.png"))
+    pieces: list[bytes] = []
+    async with _session(transport) as session, session.stream("GET", url) as response:
+        while not response.finished:
+            piece = b"".join([chunk async for chunk in response.iter_body(777)])
+            assert len(piece) <= 777
+            pieces.append(piece)
+    assert b"".join(pieces) == BIG
+    assert all(len(piece) == 777 for piece in pieces[:-2])  # only the end may be short
