@@ -11,7 +11,8 @@ import asyncio
 import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -354,22 +355,36 @@ class ImageChecker:
         self, url: NormalisedUrl, validators: Validators | None
     ) -> CheckedImage | NotModified:
         conditional = validators.headers() if validators is not None else {}
+        async with self.fetch_session() as session:
+            if self._sniff:
+                return await self._check_bytes(session, url, conditional)
+            return await self._check_head(session, url, conditional)
+
+    @property
+    def allowed_types(self) -> frozenset[str]:
+        """The image types (`IMAGE_ALLOWED_TYPES`) the server accepts."""
+        return self._allowed_types
+
+    @asynccontextmanager
+    async def fetch_session(self) -> AsyncIterator[FetchSession]:
+        """A session for fetching an image's bytes by the check's rules (every SSRF rule,
+        judged addresses, redirects judged again) that holds one of the shared turns, under
+        one deadline (`IMAGE_FETCH_TIMEOUT`) covering the wait, every request and the body
+        read inside the block. Running out of time raises `ImageUrlUnreachable`."""
         deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                async with (
-                    self._slots,
-                    FetchSession(
-                        transport=self._transport,
-                        resolver=self._resolver,
-                        policy=self._policy,
-                        redirects_left=self._max_redirects,
-                        deadline=deadline,
-                    ) as session,
-                ):
-                    if self._sniff:
-                        return await self._check_bytes(session, url, conditional)
-                    return await self._check_head(session, url, conditional)
+            async with (
+                asyncio.timeout_at(deadline),
+                self._slots,
+                FetchSession(
+                    transport=self._transport,
+                    resolver=self._resolver,
+                    policy=self._policy,
+                    redirects_left=self._max_redirects,
+                    deadline=deadline,
+                ) as session,
+            ):
+                yield session
         except TimeoutError as exc:
             raise ImageUrlUnreachable() from exc
 

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -234,6 +235,11 @@ class FetchResponse:
                 raise ImageUrlUnreachable()  # the connection ended inside the body
         self.settle(keep_data=True)
 
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The whole body as it comes off the wire (as httpx's `Response.aiter_raw`): the
+        caller counts what it keeps; the session's deadline still ends every read."""
+        return self.iter_body(sys.maxsize)
+
     async def read(self, limit: int) -> tuple[bytes, bool]:
         """At most `limit` bytes of the body, and whether they are all of it."""
         chunks = [chunk async for chunk in self.iter_body(limit)]
@@ -298,7 +304,7 @@ class FetchSession:
         read_limit: int = 0,
     ) -> Fetched:
         """Send `method` to `url`, following redirects; read at most `read_limit` bytes."""
-        async with self.stream(method, url, headers=headers) as response:
+        async with self.stream(method, url, headers=headers) as (_, response):
             body, complete = b"", True
             if read_limit > 0:
                 body, complete = await response.read(read_limit)
@@ -307,10 +313,10 @@ class FetchSession:
     @asynccontextmanager
     async def stream(
         self, method: str, url: httpx.URL, *, headers: dict[str, str] | None = None
-    ) -> AsyncIterator[FetchResponse]:
+    ) -> AsyncIterator[tuple[httpx.URL, FetchResponse]]:
         """Send `method` (without a body) to `url`, following redirects, and yield the final
-        answer with its body unread: `iter_body(limit)` streams it with a byte cap. A body
-        not read to its end costs the connection when the block ends."""
+        URL and answer with its body unread: `iter_body(limit)` streams it with a byte cap.
+        A body not read to its end costs the connection when the block ends."""
         self._visited.add(str(url))
         request_headers = {**_BASE_HEADERS, **(headers or {})}
         while True:
@@ -323,7 +329,7 @@ class FetchSession:
                 url = self._next_hop(url, location)
                 continue
             try:
-                yield response
+                yield url, response
             finally:
                 self._release(response)
             return

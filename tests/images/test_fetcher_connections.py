@@ -126,13 +126,14 @@ async def test_stream_reads_up_to_its_cap_and_a_whole_body_keeps_the_connection(
     host.add("/big.png", 200, BIG, {"Content-Type": "image/png"})
     url = normalise_image_url(host.url("/big.png"))
     async with _session(transport) as session:
-        async with session.stream("GET", url) as response:
+        async with session.stream("GET", url) as (final_url, response):
+            assert final_url == url
             assert response.status_code == 200
             assert response.headers["content-length"] == str(len(BIG))
             received = b"".join([chunk async for chunk in response.iter_body(len(BIG) + 1)])
             assert response.finished
         assert received == BIG
-        async with session.stream("GET", url) as response:
+        async with session.stream("GET", url) as (_, response):
             capped = b"".join([chunk async for chunk in response.iter_body(1000)])
             assert not response.finished
         assert capped == BIG[:1000]
@@ -172,10 +173,23 @@ async def test_a_body_streamed_in_pieces_arrives_whole_and_in_order(
     host.add("/big.png", 200, BIG, {"Content-Type": "image/png"})
     url = normalise_image_url(host.url("/big.png"))
     pieces: list[bytes] = []
-    async with _session(transport) as session, session.stream("GET", url) as response:
+    async with _session(transport) as session, session.stream("GET", url) as (_, response):
         while not response.finished:
             piece = b"".join([chunk async for chunk in response.iter_body(777)])
             assert len(piece) <= 777
             pieces.append(piece)
     assert b"".join(pieces) == BIG
     assert all(len(piece) == 777 for piece in pieces[:-2])  # only the end may be short
+
+
+async def test_stream_follows_redirects_and_reads_the_whole_body_raw(
+    transport: ImageTransport, host: ImageHost
+) -> None:
+    async with (
+        _session(transport) as session,
+        session.stream("GET", normalise_image_url(host.url("/moved.png"))) as (url, response),
+    ):
+        body = b"".join([chunk async for chunk in response.aiter_raw()])
+    assert str(url) == host.url("/cat.png")
+    assert body == host.png_bytes
+    assert host.connections == 1
