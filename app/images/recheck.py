@@ -218,9 +218,9 @@ class Rechecker:
                         tasks.add(asyncio.create_task(self._recheck(image, result, stop)))
                 if not tasks:
                     break
-                done, _ = await asyncio.wait(
-                    [*tasks, stopping], return_when=asyncio.FIRST_COMPLETED
-                )
+                # Once stopping, only the checks are waited for (a done waiter would spin).
+                waiters = [*tasks] if stopping.done() else [*tasks, stopping]
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 tasks -= done
                 for task in done:
                     if task is not stopping and not task.cancelled() and task.exception():
