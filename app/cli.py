@@ -196,12 +196,28 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def _run_worker(settings: Settings) -> None:
     from app.images.recheck import open_rechecker
+    from app.ops.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    async with open_rechecker(settings) as rechecker:
-        logging.getLogger("app.worker").info("recheck worker started (pid %d)", os.getpid())
-        await rechecker.run(stop)
+    metrics = None
+    stop_metrics = None
+    if settings.metrics_enabled and settings.worker_metrics_port:
+        metrics = Metrics()
+        stop_metrics = metrics.serve(settings.host, settings.worker_metrics_port)
+    try:
+        async with open_rechecker(
+            settings,
+            on_check=metrics.observe_image_check if metrics else None,
+            on_outcome=metrics.observe_recheck if metrics else None,
+        ) as rechecker:
+            logging.getLogger("app.worker").info("recheck worker started (pid %d)", os.getpid())
+            await rechecker.run(stop)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if metrics is not None:
+            metrics.close()
     logging.getLogger("app.worker").info("recheck worker stopped")
 
 
@@ -211,7 +227,8 @@ def worker() -> None:
 
     On the signal it stops claiming images, lets running checks finish (IMAGE_FETCH_TIMEOUT
     at most) and releases the images it claimed but did not check. Run as many as needed,
-    on any machines sharing the database. Exits at once when RECHECK_ENABLED=false.
+    on any machines sharing the database. Exits at once when RECHECK_ENABLED=false. With
+    WORKER_METRICS_PORT set, serves its Prometheus metrics on HOST:WORKER_METRICS_PORT.
     """
     settings = _settings()
     _configure_logging(settings)

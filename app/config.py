@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     recheck_per_host_concurrency: int = Field(default=2, ge=1, le=1024)
     # How long a claimed image stays a worker's; a worker that dies loses it after this long.
     recheck_lease_seconds: int = Field(default=300, ge=2, le=86400)
+    # Where `gallery worker` serves its Prometheus metrics (its recheck counts); 0: nowhere.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

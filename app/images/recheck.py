@@ -218,9 +218,9 @@ class Rechecker:
                         tasks.add(asyncio.create_task(self._recheck(image, result, stop)))
                 if not tasks:
                     break
-                done, _ = await asyncio.wait(
-                    [*tasks, stopping], return_when=asyncio.FIRST_COMPLETED
-                )
+                # Once stopping, only the checks are waited for (a done waiter would spin).
+                waiters = [*tasks] if stopping.done() else [*tasks, stopping]
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 tasks -= done
                 for task in done:
                     if task is not stopping and not task.cancelled() and task.exception():
@@ -458,10 +458,15 @@ async def rechecks_in_background(rechecker: Rechecker) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def open_rechecker(
-    settings: Settings, *, resolver: Resolver | None = None
+    settings: Settings,
+    *,
+    resolver: Resolver | None = None,
+    on_check: OutcomeHook | None = None,
+    on_outcome: OutcomeHook | None = None,
 ) -> AsyncIterator[Rechecker]:
     """A `Rechecker` with its own engine, transport and resolver, for the command line
-    (`gallery worker`, `gallery recheck --due`); everything is released on exit."""
+    (`gallery worker`, `gallery recheck --due`); everything is released on exit.
+    `on_check` receives each URL check's outcome, `on_outcome` each recheck's."""
     async with AsyncExitStack() as cleanup:
         engine = create_engine(settings)
         cleanup.push_async_callback(engine.dispose)
@@ -471,8 +476,8 @@ async def open_rechecker(
             system_resolver = SystemResolver(min(settings.image_fetch_concurrency, 32))
             cleanup.callback(system_resolver.close)
             resolver = system_resolver
-        checker = ImageChecker(transport, settings, resolver)
-        yield Rechecker(create_sessionmaker(engine), checker, settings)
+        checker = ImageChecker(transport, settings, resolver, on_outcome=on_check)
+        yield Rechecker(create_sessionmaker(engine), checker, settings, on_outcome=on_outcome)
 
 
 async def run_recheck_pass(

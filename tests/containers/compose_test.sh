@@ -159,6 +159,13 @@ for id in $workers; do
 done
 echo "  workers that ran recheck passes: $passes of 2"
 [ "$passes" -ge 1 ] || { echo "no worker logged a recheck pass" >&2; exit 1; }
+counted=0
+for id in $workers; do
+  docker exec "$id" python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())" >"$LOGS"
+  if grep '^gallery_image_rechecks_total{outcome="image_url_bad_status"}' "$LOGS" >/dev/null; then counted=$((counted + 1)); fi
+done
+echo "  workers whose metrics count a failed recheck: $counted"
+[ "$counted" -ge 1 ] || { echo "no worker metrics count the failed rechecks" >&2; exit 1; }
 api_id="$("${COMPOSE[@]}" ps -q api | sed -n 1p)"
 docker logs "$api_id" >"$LOGS" 2>&1
 if grep '"message": "recheck pass:' "$LOGS" >/dev/null; then

@@ -595,3 +595,28 @@ async def test_recheck_enabled_false_runs_nothing_in_process(
     host.forget()
     await asyncio.sleep(1.5)
     assert host.requests == []
+
+
+async def test_scheduled_rechecks_go_through_the_ssrf_guard(
+    app: FastAPI, client: httpx.AsyncClient, host: ImageHost
+) -> None:
+    forbidden = ImageHost("127.0.0.2")  # not exempt: IMAGE_FETCH_ALLOWED_NETWORKS is 127.0.0.1
+    forbidden.start()
+    try:
+        alice = await sign_up(client, "alice")
+        image = await add(client, alice, host.url("/cat.png"))
+        # However a stored URL came to point inside (a rule change, a restored backup), the
+        # recheck refuses it before connecting.
+        async with app.state.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(Image)
+                .where(Image.id == image["id"])
+                .values(image_url=forbidden.url("/cat.png"), due_at=utcnow())
+            )
+        result = await recheck_pass(app)
+        assert result.outcomes == {"image_url_forbidden": 1}
+        assert forbidden.connections == 0
+        body = await image_json(client, alice, image["id"])
+        assert (body["status"], body["last_error"]) == ("failing", "image_url_forbidden")
+    finally:
+        forbidden.stop()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -39,11 +40,20 @@ def host(image_host: ImageHost) -> ImageHost:
     return image_host
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def worker_env(database_url: str, **settings: object) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DATABASE_", "RECHECK_", "IMAGE_", "LOG_", "PROMETHEUS_"))
+        if not key.startswith(
+            ("DATABASE_", "RECHECK_", "IMAGE_", "LOG_", "PROMETHEUS_", "WORKER_", "HOST", "PORT")
+        )
     }
     env.update(
         {
@@ -180,7 +190,7 @@ async def test_two_workers_on_postgresql_check_each_due_image_exactly_once(
 
 
 async def test_a_worker_killed_mid_batch_loses_no_image(
-    app: FastAPI, database_url: str, host: ImageHost, tmp_path: Path
+    app: FastAPI, client: httpx.AsyncClient, database_url: str, host: ImageHost, tmp_path: Path
 ) -> None:
     route = FlippingImage(make_image("PNG"))
     route.serve_delay = 0.15
@@ -214,23 +224,34 @@ async def test_a_worker_killed_mid_batch_loses_no_image(
     assert all(image.checked_at > started for image in images)
     assert {(image.status, image.last_error) for image in images} == {("ok", None)}
     assert {image.recheck_claim for image in images} == {None}
+    listed = await client.get(f"/users/{images[0].user_id}/images", params={"status": "ok"})
+    assert sorted(item["id"] for item in listed.json()["items"]) == ids
 
 
 async def test_sigterm_finishes_running_checks_and_releases_the_rest(
-    app: FastAPI, database_url: str, host: ImageHost, tmp_path: Path
+    app: FastAPI, client: httpx.AsyncClient, database_url: str, host: ImageHost, tmp_path: Path
 ) -> None:
     route = FlippingImage(make_image("PNG"))
     route.serve_delay = 0.3
     host.routes["/stopped.png"] = route
     await add_images(app, [host.url(f"/stopped.png?n={index}") for index in range(20)])
     started = utcnow()
-    env = worker_env(database_url, recheck_per_host_concurrency=1)
+    port = free_port()
+    env = worker_env(
+        database_url, recheck_per_host_concurrency=1, worker_metrics_port=port, host="127.0.0.1"
+    )
     with gallery(tmp_path, "stopped", env, "worker") as (process, log):
 
-        async def busy() -> bool:
-            return len(host.requests) >= 2
+        async def counted() -> bool:
+            # The worker's own metrics count its rechecks as they finish.
+            try:
+                async with httpx.AsyncClient() as metrics_client:
+                    text = (await metrics_client.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.TransportError:
+                return False
+            return 'gallery_image_rechecks_total{outcome="ok"}' in text
 
-        await wait_until(busy, 60)
+        await wait_until(counted, 60)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0, log.read_text()
         assert "recheck worker stopped" in log.read_text()
@@ -244,6 +265,9 @@ async def test_sigterm_finishes_running_checks_and_releases_the_rest(
     # Released images are due again at once, not after the lease.
     assert all(image.due_at <= stopped_at for image in released)
     assert all(image.due_at > stopped_at + timedelta(seconds=3000) for image in checked)
+    # Released images are as they were: ok, never checked since.
+    listed = await client.get(f"/users/{images[0].user_id}/images", params={"status": "ok"})
+    assert len(listed.json()["items"]) == len(images)
 
 
 async def test_recheck_due_runs_one_pass_and_reports_it(
