@@ -7,24 +7,32 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from app.accounts.dependencies import AdminUser, CurrentUser
-from app.db import SessionDep
-from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
-from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
+from app.accounts.errors import AdminRequired, NotAuthenticated
+from app.db import MAX_ID, SessionDep
+from app.errors import InvalidInput, error_responses
 from app.images import service
-from app.images.errors import IMAGE_CHECK_ERRORS
+from app.images.dependencies import ImageCheckerDep, ImageIdPath
+from app.images.errors import (
+    IMAGE_CHECK_ERRORS,
+    ImageChanged,
+    ImageDuplicate,
+    ImageNotFound,
+    NotGalleryOwner,
+)
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
-from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
-from app.users.service import UserNotFound
+from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
+from app.users.dependencies import UserIdPath
+from app.users.errors import UserNotFound
 
 router = APIRouter(tags=["images"])
 
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
-    service.NotGalleryOwner,
+    NotGalleryOwner,
     UserNotFound,
-    service.ImageNotFound,
-    service.ImageDuplicate,
+    ImageNotFound,
+    ImageDuplicate,
     InvalidInput,
     *IMAGE_CHECK_ERRORS,
 )
@@ -66,7 +74,7 @@ async def create_image(
     "/users/{user_id}/images/{image_id}",
     response_model=ImageRead,
     summary="Get one image",
-    responses=error_responses(UserNotFound, service.ImageNotFound),
+    responses=error_responses(UserNotFound, ImageNotFound),
 )
 async def read_image(
     user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep
@@ -99,10 +107,10 @@ async def update_image(
     summary="Check an image's URL again",
     responses=error_responses(
         NotAuthenticated,
-        service.NotGalleryOwner,
+        NotGalleryOwner,
         UserNotFound,
-        service.ImageNotFound,
-        service.ImageChanged,
+        ImageNotFound,
+        ImageChanged,
         *IMAGE_CHECK_ERRORS,
     ),
 )
@@ -123,9 +131,7 @@ async def recheck_image(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete an image",
-    responses=error_responses(
-        NotAuthenticated, service.NotGalleryOwner, UserNotFound, service.ImageNotFound
-    ),
+    responses=error_responses(NotAuthenticated, NotGalleryOwner, UserNotFound, ImageNotFound),
 )
 async def delete_image(
     user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, actor: CurrentUser

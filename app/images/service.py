@@ -9,35 +9,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.db import end_read_transaction, utcnow
-from app.errors import Conflict, Forbidden, NotFound
+from app.db import MAX_ID, end_read_transaction, utcnow
 from app.images.checker import CheckedImage, ImageChecker
+from app.images.errors import ImageChanged, ImageDuplicate, ImageNotFound, NotGalleryOwner
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.url_guard import normalise_image_url
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
+from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
-
-
-class ImageNotFound(NotFound):
-    code = "image_not_found"
-    detail = "This gallery has no image with this id."
-
-
-class ImageDuplicate(Conflict):
-    code = "image_duplicate"
-    detail = "This image URL is already in the gallery."
-
-
-class ImageChanged(Conflict):
-    code = "image_changed"
-    detail = "The image's URL changed while it was being checked; try again."
-
-
-class NotGalleryOwner(Forbidden):
-    code = "forbidden"
-    detail = "Only the gallery's owner or an admin may change it."
+from app.users.service import ensure_user_exists
 
 
 def ensure_may_edit_gallery(actor: User, user_id: int) -> None:

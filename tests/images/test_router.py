@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.images.models import Image
-from tests.helpers import Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost
+from app.state import app_state
+from tests.support.helpers import Account, assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost
 
 IMAGE_FIELDS = {
     "id",
@@ -30,7 +31,7 @@ IMAGE_FIELDS = {
 
 
 async def _image_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(Image))).scalar_one())
 
 
@@ -382,6 +383,6 @@ async def test_deleting_a_user_cascades_to_their_images(
     await _add(client, alice, image_host.url("/cat.png"))
     from app.users.models import User
 
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.delete(await session.get(User, alice.id))
     assert await _image_count(app) == 0
