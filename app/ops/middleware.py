@@ -103,7 +103,13 @@ class RequestContextMiddleware:
             error_logger.exception("unhandled error")
             if response_started:
                 raise
-            await _send_internal_error(send, request_id)
+            await _send_json_error(
+                send,
+                500,
+                "internal_error",
+                "Internal server error.",
+                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+            )
         finally:
             self._finish(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)
@@ -136,19 +142,18 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_internal_error(send: Send, request_id: str) -> None:
-    body = json.dumps({"detail": "Internal server error.", "code": "internal_error"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
-            ],
-        }
-    )
+async def _send_json_error(
+    send: Send, status: int, code: str, detail: str, *extra_headers: tuple[bytes, bytes]
+) -> None:
+    """Answer `{"detail", "code"}` straight from middleware, where the app's exception
+    handlers cannot be reached (before routing, or after the app has failed)."""
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -206,18 +211,7 @@ class TrustedHostMiddleware:
         if self.host_allowed(name):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": "Invalid host header.", "code": "invalid_host"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json_error(send, 400, "invalid_host", "Invalid host header.")
 
 
 PAYLOAD_TOO_LARGE_DETAIL = "The request body is larger than {limit} bytes."
@@ -242,7 +236,9 @@ class BodySizeLimit:
         detail = PAYLOAD_TOO_LARGE_DETAIL.format(limit=self.max_bytes)
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await _send_too_large(send, detail)
+            await _send_json_error(
+                send, 413, "payload_too_large", detail, (b"connection", b"close")
+            )
             return
         received = 0
 
@@ -267,22 +263,6 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
-
-
-async def _send_too_large(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail, "code": "payload_too_large"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class StripTrailingSlash:
