@@ -29,9 +29,10 @@ from app.images.checker import (
 from app.images.errors import ImageHostBusy, ImageUrlBadStatus
 from app.images.fetcher import create_image_transport
 from app.images.models import Image
+from app.state import app_state
 from tests.conftest import make_settings
-from tests.helpers import assert_error, sign_up
-from tests.image_host import ImageHost, LoopbackResolver, make_image
+from tests.support.helpers import assert_error, sign_up
+from tests.support.image_host import ImageHost, LoopbackResolver, make_image
 
 PNG = make_image("PNG", (40, 30))
 ETAG = '"v1-cat"'
@@ -369,7 +370,7 @@ async def test_create_against_a_busy_host_is_503_with_retry_after_and_stores_not
     )
     assert_error(response, 503, "image_host_busy")
     assert response.headers["retry-after"] == "30"
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         count = (await session.execute(select(func.count()).select_from(Image))).scalar_one()
     assert count == 0
 

@@ -16,7 +16,7 @@ from app.images.checker import ImageChecker
 from app.images.fetcher import FetchSession, ImageTransport, create_image_transport
 from app.images.url_guard import UrlPolicy, normalise_image_url
 from tests.conftest import make_settings
-from tests.image_host import ImageHost, LoopbackResolver, make_image
+from tests.support.image_host import ImageHost, LoopbackResolver, make_image
 
 BIG = make_image("PNG") + bytes(300_000)  # a PNG followed by far more than the window
 

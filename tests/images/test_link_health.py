@@ -19,9 +19,10 @@ from app.images.checker import CheckedImage, parse_retry_after
 from app.images.link_health import RecheckPolicy
 from app.images.models import Image
 from app.images.recheck import Rechecker, RecheckPassResult
-from tests.helpers import Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost, make_image
+from app.state import app_state
 from tests.images.flipping_host import FlippingImage
+from tests.support.helpers import Account, assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost, make_image
 
 INTERVAL = 3600
 RETRY = 60
@@ -69,19 +70,21 @@ async def make_due(app: FastAPI, *image_ids: int) -> None:
     )
     if image_ids:
         statement = statement.where(Image.id.in_(image_ids))
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(statement)
 
 
 async def stored(app: FastAPI, image_id: int) -> Image:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         image = await session.get(Image, image_id)
         assert image is not None
         return image
 
 
 def rechecker(app: FastAPI, **hooks: Any) -> Rechecker:
-    return Rechecker(app.state.sessionmaker, app.state.image_checker, app.state.settings, **hooks)
+    return Rechecker(
+        app_state(app).sessionmaker, app_state(app).image_checker, app_state(app).settings, **hooks
+    )
 
 
 async def recheck_pass(app: FastAPI) -> RecheckPassResult:
@@ -383,7 +386,7 @@ async def test_health_summary_counts_due_images_for_admins_only(
     await add(client, alice, host.url("/photo.jpg"))
     assert_error(await client.get("/images/health"), 401, "not_authenticated")
     assert_error(await client.get("/images/health", headers=alice.headers), 403, "admin_required")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(Image)
             .where(Image.id == first["id"])
@@ -405,7 +408,7 @@ async def test_recheck_outcomes_are_counted_in_the_metrics(
     route = flipping(host, "/counted.png")
     alice = await sign_up(client, "alice")
     await add(client, alice, host.url("/counted.png"))
-    metrics = app.state.metrics
+    metrics = app_state(app).metrics
     route.mode = "missing"
     await make_due(app)
     await rechecker(app, on_outcome=metrics.observe_recheck).run_pass()
@@ -552,7 +555,7 @@ async def test_an_outcome_arriving_after_a_delete_or_url_change_stores_nothing(
         "ok",
         0,
     )
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert (await session.execute(select(Image.id))).scalars().all() == [changed["id"]]
 
 
@@ -607,7 +610,7 @@ async def test_scheduled_rechecks_go_through_the_ssrf_guard(
         image = await add(client, alice, host.url("/cat.png"))
         # However a stored URL came to point inside (a rule change, a restored backup), the
         # recheck refuses it before connecting.
-        async with app.state.sessionmaker() as session, session.begin():
+        async with app_state(app).sessionmaker() as session, session.begin():
             await session.execute(
                 update(Image)
                 .where(Image.id == image["id"])

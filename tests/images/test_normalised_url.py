@@ -11,10 +11,10 @@ import pytest
 from app.images import checker as checker_module
 from app.images import service as service_module
 from app.images import url_guard
-from app.images.checker import ImageChecker
 from app.images.url_guard import normalise_image_url
-from tests.helpers import sign_up
-from tests.image_host import ImageHost
+from app.state import app_state
+from tests.support.helpers import sign_up
+from tests.support.image_host import ImageHost
 
 
 def _count_normalisations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -47,7 +47,7 @@ async def test_a_stored_url_given_as_text_is_normalised_by_the_checker(
     app: Any, image_host: ImageHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _count_normalisations(monkeypatch)
-    checker: ImageChecker = app.state.image_checker
+    checker = app_state(app).image_checker
     checked = await checker.check(image_host.url("/cat.png"))
     assert checked.url == image_host.url("/cat.png")
     assert calls == [image_host.url("/cat.png")]

@@ -26,10 +26,11 @@ from sqlalchemy import func, insert, select
 from app.db import utcnow
 from app.images.models import Image
 from app.images.recheck import Rechecker
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import TEST_SECRET
-from tests.image_host import ImageHost, make_image
 from tests.images.flipping_host import FlippingImage
+from tests.support.image_host import ImageHost, make_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,7 +99,7 @@ def gallery(
 async def add_images(app: FastAPI, urls: list[str], *, due_seconds_ago: float = 1) -> list[int]:
     """Store images as if they had been checked long ago and are due now."""
     now = utcnow()
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         user = User(
             username="owner",
             username_key="owner",
@@ -125,7 +126,7 @@ async def add_images(app: FastAPI, urls: list[str], *, due_seconds_ago: float = 
 
 
 async def checked_since(app: FastAPI, moment: datetime) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int(
             (
                 await session.execute(
@@ -144,7 +145,7 @@ async def wait_until(condition: Any, seconds: float) -> None:
 
 
 async def all_images(app: FastAPI) -> list[Image]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return list((await session.execute(select(Image).order_by(Image.id))).scalars())
 
 
@@ -212,7 +213,9 @@ async def test_a_worker_killed_mid_batch_loses_no_image(
     assert held, "the worker held claims when it was killed"
     assert all(killed_at < image.due_at <= killed_at + timedelta(seconds=5) for image in held)
     # While the lease runs, nobody checks them again.
-    rechecker = Rechecker(app.state.sessionmaker, app.state.image_checker, app.state.settings)
+    rechecker = Rechecker(
+        app_state(app).sessionmaker, app_state(app).image_checker, app_state(app).settings
+    )
     early = await rechecker.run_pass()
     assert early.claimed == 0
     # After it, another worker checks every one of them.
@@ -304,7 +307,7 @@ async def test_recheck_due_runs_one_pass_and_reports_it(
 
 
 async def add_images_later(app: FastAPI, url: str, *, due: bool = False) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         owner = (await session.execute(select(User.id))).scalars().first()
         now = utcnow()
         session.add(

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from app.images.checker import _common_signature, _library_signature, sniff_image
-from tests.image_host import make_image
+from tests.support.image_host import make_image
 
 FORMATS = ["PNG", "JPEG", "GIF", "WEBP", "AVIF", "BMP"]
 SIGNATURES = [
