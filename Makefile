@@ -72,8 +72,11 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.installed
 
 ## Load benchmark against PostgreSQL (BENCH_DATABASE_URL); BENCH_ARGS="--scale 1000000 ...".
+## Then the link-health part (bench/recheck.py: CPU per check, a recheck pass against its
+## floor, gallery pages with rechecks on and off); RECHECK_BENCH_ARGS="--images 20000 ...".
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.recheck $(RECHECK_BENCH_ARGS)
 
 migrate: $(VENV)/.installed
 	$(BIN)/gallery migrate

@@ -7,6 +7,7 @@ import json
 import logging.config
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -185,6 +186,80 @@ def create_admin(username: str, email: str) -> None:
     except AppError as exc:
         raise click.ClickException(f"{exc.detail} ({exc.code})") from None
     click.echo(f"created admin {checked.username!r} with id {user_id}")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+
+
+async def _run_worker(settings: Settings) -> None:
+    from app.images.recheck import open_rechecker
+    from app.ops.metrics import Metrics
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = None
+    stop_metrics = None
+    if settings.metrics_enabled and settings.worker_metrics_port:
+        metrics = Metrics()
+        stop_metrics = metrics.serve(settings.host, settings.worker_metrics_port)
+    try:
+        async with open_rechecker(
+            settings,
+            on_check=metrics.observe_image_check if metrics else None,
+            on_outcome=metrics.observe_recheck if metrics else None,
+        ) as rechecker:
+            logging.getLogger("app.worker").info("recheck worker started (pid %d)", os.getpid())
+            await rechecker.run(stop)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if metrics is not None:
+            metrics.close()
+    logging.getLogger("app.worker").info("recheck worker stopped")
+
+
+@main.command()
+def worker() -> None:
+    """Recheck images as they come due, until SIGTERM or SIGINT.
+
+    On the signal it stops claiming images, lets running checks finish (IMAGE_FETCH_TIMEOUT
+    at most) and releases the images it claimed but did not check. Run as many as needed,
+    on any machines sharing the database. Exits at once when RECHECK_ENABLED=false. With
+    WORKER_METRICS_PORT set, serves its Prometheus metrics on HOST:WORKER_METRICS_PORT.
+    """
+    settings = _settings()
+    _configure_logging(settings)
+    if not settings.recheck_enabled:
+        click.echo("RECHECK_ENABLED is false: no rechecks to run", err=True)
+        return
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_pass(settings: Settings) -> dict[str, object]:
+    from app.images.recheck import open_rechecker
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    async with open_rechecker(settings) as rechecker:
+        result = await rechecker.run_pass(stop=stop)
+    return {"claimed": result.claimed, "outcomes": dict(sorted(result.outcomes.items()))}
+
+
+@main.command()
+@click.option("--due", is_flag=True, help="Check every image due now, once.")
+def recheck(due: bool) -> None:
+    """Run one recheck pass and exit (for cron): prints what it did as JSON."""
+    if not due:
+        raise click.UsageError("say which images to recheck: --due")
+    settings = _settings()
+    _configure_logging(settings)
+    if not settings.recheck_enabled:
+        click.echo("RECHECK_ENABLED is false: no rechecks to run", err=True)
+        return
+    click.echo(json.dumps(asyncio.run(_run_pass(settings))))
 
 
 @main.command()

@@ -102,6 +102,22 @@ class Settings(BaseSettings):
     image_fetch_concurrency: int = Field(default=128, ge=1, le=1024)
     image_sniff: bool = True
 
+    # Link health (app/images/recheck.py): every image is checked again on a schedule.
+    recheck_enabled: bool = True
+    # Also run rechecks inside each `gallery serve` process (off when `gallery worker`s do it).
+    recheck_in_process: bool = True
+    recheck_interval_seconds: int = Field(default=86400, ge=1, le=365 * 86400)
+    # After a failed check: this long, doubling per consecutive failure up to the interval.
+    recheck_retry_seconds: int = Field(default=3600, ge=1, le=365 * 86400)
+    recheck_broken_after: int = Field(default=3, ge=1, le=1000)
+    # Per worker process: checks in flight in all, and per image host name.
+    recheck_concurrency: int = Field(default=16, ge=1, le=1024)
+    recheck_per_host_concurrency: int = Field(default=2, ge=1, le=1024)
+    # How long a claimed image stays a worker's; a worker that dies loses it after this long.
+    recheck_lease_seconds: int = Field(default=300, ge=2, le=86400)
+    # Where `gallery worker` serves its Prometheus metrics (its recheck counts); 0: nowhere.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     host: str = "127.0.0.1"
@@ -202,6 +218,14 @@ class Settings(BaseSettings):
                     f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_KEY_BYTES}"
                     " bytes when ENVIRONMENT=production"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_check(self) -> Settings:
+        # A lease that ran out while its check is still running would let a second worker
+        # check the same image at the same time.
+        if self.recheck_lease_seconds <= self.image_fetch_timeout:
+            raise ValueError("RECHECK_LEASE_SECONDS must be longer than IMAGE_FETCH_TIMEOUT")
         return self
 
     @cached_property

@@ -4,11 +4,10 @@ reverse order at shutdown, gathered into one typed `AppState` (app/state.py)."""
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-import httpx
 from fastapi import FastAPI
 
 from app.accounts import service as accounts_service
@@ -17,7 +16,15 @@ from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.images.checker import ImageChecker
-from app.images.fetcher import Resolver, SystemResolver, create_image_transport
+from app.images.fetcher import (
+    ImageTransport,
+    Resolver,
+    SystemResolver,
+    create_image_transport,
+)
+from app.images.link_health import RecheckPolicy
+from app.images.recheck import Rechecker, rechecks_in_background
+from app.images.service import link_health_summary
 from app.mail import Mailer
 from app.ops.metrics import Metrics
 from app.pagination import CursorCodec
@@ -33,12 +40,12 @@ class LifespanOptions:
     settings: Settings
     metrics: Metrics | None
     image_resolver: Resolver | None = None
-    image_fetch_transport: httpx.AsyncBaseTransport | None = None
+    image_fetch_transport: ImageTransport | None = None
 
 
 def _image_check_network(
     options: LifespanOptions, cleanup: AsyncExitStack
-) -> tuple[httpx.AsyncBaseTransport, Resolver]:
+) -> tuple[ImageTransport, Resolver]:
     """The transport and resolver of URL checks. An injected one belongs to its caller;
     ours are closed by `cleanup`."""
     settings = options.settings
@@ -85,7 +92,38 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
             resolver,
             on_outcome=metrics.observe_image_check if metrics else None,
         ),
+        recheck_policy=RecheckPolicy.from_settings(settings),
     )
+
+
+def _image_health_gauges(state: AppState, metrics: Metrics) -> Callable[[], Awaitable[None]]:
+    """Read the link-health figures from the database for a metrics scrape."""
+
+    async def refresh() -> None:
+        async with state.read_sessionmaker() as session:
+            summary = await link_health_summary(session)
+        metrics.set_image_health(
+            {"ok": summary.ok, "failing": summary.failing, "broken": summary.broken},
+            summary.due,
+            summary.oldest_due_seconds,
+        )
+
+    return refresh
+
+
+async def _start_rechecks(state: AppState, cleanup: AsyncExitStack) -> None:
+    """Scheduled rechecks in this process (RECHECK_IN_PROCESS), stopped by `cleanup` before
+    the engine and transport they use are closed."""
+    settings, metrics = state.settings, state.metrics
+    if not (settings.recheck_enabled and settings.recheck_in_process):
+        return
+    rechecker = Rechecker(
+        state.sessionmaker,
+        state.image_checker,
+        settings,
+        on_outcome=metrics.observe_recheck if metrics else None,
+    )
+    await cleanup.enter_async_context(rechecks_in_background(rechecker))
 
 
 async def _bootstrap_admin(state: AppState) -> None:
@@ -120,6 +158,9 @@ async def lifespan(app: FastAPI, options: LifespanOptions) -> AsyncIterator[None
     async with AsyncExitStack() as cleanup:
         state = _build_state(options, cleanup)
         set_app_state(app, state)
+        if state.metrics is not None:
+            state.metrics.before_render(_image_health_gauges(state, state.metrics))
         await _bootstrap_admin(state)
+        await _start_rechecks(state, cleanup)
         _freeze_startup_objects()
         yield

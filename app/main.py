@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import functools
 
-import httpx
 from fastapi import FastAPI
 
 from app.accounts.router import router as accounts_router
 from app.config import Settings
 from app.exception_handlers import install_error_handlers
-from app.images.fetcher import Resolver
+from app.images.fetcher import ImageTransport, Resolver
 from app.images.router import router as images_router
 from app.lifespan import LifespanOptions, lifespan
 from app.ops.docs import docs_router, install_openapi
@@ -33,7 +32,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     image_resolver: Resolver | None = None,
-    image_fetch_transport: httpx.AsyncBaseTransport | None = None,
+    image_fetch_transport: ImageTransport | None = None,
 ) -> FastAPI:
     """Build the app; its engine and HTTP transport are made when it starts, not here.
 

@@ -21,6 +21,7 @@ from app.config import Settings
 if TYPE_CHECKING:
     from app.accounts.security import PasswordHasher, TokenService
     from app.images.checker import ImageChecker
+    from app.images.link_health import RecheckPolicy
     from app.mail import Mailer
     from app.ops.metrics import Metrics
     from app.pagination import CursorCodec
@@ -45,6 +46,7 @@ class AppState:
     mailer: Mailer
     metrics: Metrics | None
     image_checker: ImageChecker
+    recheck_policy: RecheckPolicy
 
 
 def set_app_state(app: Starlette, state: AppState) -> None:

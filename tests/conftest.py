@@ -200,6 +200,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # a suite's many sign-ins must not trip them.
         "rate_limit_enabled": False,
         "smtp_host": None,
+        # Scheduled rechecks run only where a test starts them (tests/images/test_link_health.py).
+        "recheck_in_process": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -56,6 +56,7 @@ async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> N
         ("POST", "/users/{user_id}/images/{image_id}/recheck"),
         ("GET", "/images"),
         ("DELETE", "/images"),
+        ("GET", "/images/health"),
     }
     for path, method, operation in operations:
         where = f"{method.upper()} {path}"

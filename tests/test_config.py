@@ -190,3 +190,31 @@ def test_allowed_ports_are_read_from_comma_separated_environment(
 def test_invalid_port_is_refused(ports: str) -> None:
     with pytest.raises(ValidationError):
         _settings(image_fetch_allowed_ports=ports)
+
+
+def test_recheck_settings_accept_one_second_values() -> None:
+    settings = _settings(
+        recheck_interval_seconds="1",
+        recheck_retry_seconds="1",
+        recheck_lease_seconds="2",
+        image_fetch_timeout="1",
+    )
+    assert (settings.recheck_interval_seconds, settings.recheck_retry_seconds) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"recheck_interval_seconds": "0"},
+        {"recheck_retry_seconds": "0"},
+        {"recheck_broken_after": "0"},
+        {"recheck_concurrency": "0"},
+        {"recheck_per_host_concurrency": "0"},
+        # A lease that can run out while its check still runs would let two workers check
+        # the same image at once.
+        {"recheck_lease_seconds": "5", "image_fetch_timeout": "5"},
+    ],
+)
+def test_recheck_settings_refuse_values_that_cannot_work(values: dict[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        _settings(**values)

@@ -10,6 +10,7 @@ from fastapi import Depends, Path
 from app.accounts.dependencies import CurrentUser
 from app.db import MAX_ID
 from app.images.checker import ImageChecker
+from app.images.link_health import RecheckPolicy
 from app.images.service import EditableGallery, editable_gallery
 from app.state import StateDep
 from app.users.dependencies import UserIdPath
@@ -19,8 +20,13 @@ async def get_image_checker(state: StateDep) -> ImageChecker:
     return state.image_checker
 
 
+async def get_recheck_policy(state: StateDep) -> RecheckPolicy:
+    return state.recheck_policy
+
+
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id.")]
 ImageCheckerDep = Annotated[ImageChecker, Depends(get_image_checker)]
+RecheckPolicyDep = Annotated[RecheckPolicy, Depends(get_recheck_policy)]
 
 
 async def get_editable_gallery(user_id: UserIdPath, actor: CurrentUser) -> EditableGallery:

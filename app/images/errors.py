@@ -3,6 +3,10 @@ and why a URL was refused (every error the URL check can raise, in one place).""
 
 from __future__ import annotations
 
+import math
+
+from fastapi import status
+
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 
@@ -66,6 +70,23 @@ class ImageUrlTooManyRedirects(ImageCheckFailed):
     detail = "The image URL redirects in a loop or too many times; use the final address."
 
 
+class ImageHostBusy(ImageCheckFailed):
+    """The image host answered 429 or 503 with `Retry-After`: it asks to be left alone for
+    `retry_after_seconds`. A scheduled recheck waits that long and counts no failure."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "image_host_busy"
+    detail = "The image host is busy and asked to be called again later; try again later."
+
+    def __init__(self, retry_after_seconds: float, detail: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+    def response_headers(self) -> dict[str, str]:
+        # Whole seconds, rounded up: the host's own wish, passed on to the caller.
+        return {"Retry-After": str(math.ceil(self.retry_after_seconds))}
+
+
 IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
     ImageUrlInvalid,
     ImageUrlForbidden,
@@ -73,4 +94,5 @@ IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
     ImageUrlBadStatus,
     ImageUrlNotImage,
     ImageUrlTooManyRedirects,
+    ImageHostBusy,
 )

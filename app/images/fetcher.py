@@ -1,5 +1,12 @@
 """The network half of the URL check: resolve, judge, connect to the judged address, follow
-redirects by hand, and never read more of a body than the caller asked for."""
+redirects by hand, and never read more of a body than the caller asked for.
+
+HTTP/1.1 is spoken with h11 (the protocol engine under httpx) over asyncio streams. A check's
+requests (the HEAD, then the GET) share one connection when they go to the same scheme, host
+name and port, and the connection is closed when the check ends. Nothing is pooled across
+checks: no connection judged for one check, or verified for one host name, ever carries
+another check's request.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,14 @@ import functools
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncGenerator, Sequence
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
+import h11
 import httpx
 
 from app.config import Settings
@@ -36,6 +45,20 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # A host name may resolve to many addresses; trying a few covers a dead one without
 # letting a hostile DNS answer turn one check into a long series of connection attempts.
 MAX_CONNECT_ATTEMPTS = 3
+# The status line and headers of one answer, at most (h11 refuses a larger head).
+MAX_HEAD_BYTES = 16 * 1024
+# A redirect's body is read to its end, so that the connection can serve the next hop, only
+# when it is this small; a larger one costs the connection instead.
+MAX_DRAINED_BODY = 16 * 1024
+READ_CHUNK = 65536
+TLS_SHUTDOWN_SECONDS = 2.0
+_BASE_HEADERS = {
+    "User-Agent": USER_AGENT,
+    "Accept": "image/*,*/*;q=0.8",
+    # Raw bytes only: a compressed body could expand far beyond the window.
+    "Accept-Encoding": "identity",
+}
+_NETWORK_ERRORS = (OSError, h11.ProtocolError)
 
 
 class Resolver(Protocol):
@@ -65,36 +88,182 @@ class SystemResolver:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class ImageTransport:
+    """Opens the outbound connections of URL checks (one per app, made in the lifespan):
+    TCP to an address already judged, TLS verified for the URL's host name (also sent as
+    SNI). No proxy or certificate settings from the environment, no cookie jar, no pool: a
+    connection belongs to one check. A subclass may refuse addresses before connecting (the
+    tests' loopback-only transport does). `verify` is for tests, which trust their own
+    certificate authority."""
+
+    def __init__(self, *, verify: ssl.SSLContext | bool = True) -> None:
+        self._tls = httpx.create_ssl_context(verify=verify, trust_env=False)
+
+    async def connect(
+        self, address: str, port: int, *, tls_server_name: str | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to `address` (an IP literal), with TLS for `tls_server_name` when
+        given; OSError (ssl.SSLError included) when it cannot be made."""
+        if tls_server_name is None:
+            return await asyncio.open_connection(address, port, limit=READ_CHUNK)
+        return await asyncio.open_connection(
+            address,
+            port,
+            ssl=self._tls,
+            server_hostname=tls_server_name,
+            limit=READ_CHUNK,
+            ssl_shutdown_timeout=TLS_SHUTDOWN_SECONDS,
+        )
+
+    async def aclose(self) -> None:
+        """Nothing is held between checks; here so the lifespan treats every transport alike."""
+
+
 def create_image_transport(
     settings: Settings, *, verify: ssl.SSLContext | bool = True
-) -> httpx.AsyncHTTPTransport:
+) -> ImageTransport:
     """The one transport every URL check shares (made in the lifespan, closed on shutdown).
-
-    A transport, not a client: no cookie jar carrying state from one user's check to the
-    next, no automatic redirects, no proxy or certificate settings from the environment.
-    Connections are not kept alive: each is opened to an address judged for one check, and
-    a TLS connection verified for one host name must not carry another host's request.
-    `verify` is for tests, which trust their own certificate authority.
-    """
-    return httpx.AsyncHTTPTransport(
-        verify=verify,
-        trust_env=False,
-        retries=0,
-        limits=httpx.Limits(
-            max_connections=settings.image_fetch_concurrency, max_keepalive_connections=0
-        ),
-    )
+    Connections are bounded by the checker: `IMAGE_FETCH_CONCURRENCY` checks at once, each
+    holding one connection at a time."""
+    return ImageTransport(verify=verify)
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """The final answer to one request, after redirects, with its body cut to a window."""
+    """The final answer to one request, after redirects, with its body cut to a window.
+    `headers` has lower-case names; a repeated header's values are joined with ", "."""
 
     url: httpx.URL
     status_code: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     body: bytes = b""
     complete: bool = True  # whether `body` is the whole body
+
+
+class _Connection:
+    """One HTTP/1.1 connection to a judged address, for one scheme, host name and port."""
+
+    def __init__(
+        self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+
+    @property
+    def reusable(self) -> bool:
+        return self.protocol.our_state is h11.IDLE and self.protocol.their_state is h11.IDLE
+
+    async def exchange(self, method: str, url: httpx.URL, headers: dict[str, str]) -> h11.Response:
+        """Send a request without a body; the answer's status line and headers."""
+        request = h11.Request(
+            method=method,
+            target=url.raw_path,
+            headers=[("Host", url.netloc.decode("ascii")), *headers.items()],
+        )
+        self.writer.write(self.protocol.send(request) + self.protocol.send(h11.EndOfMessage()))
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
+                raise h11.RemoteProtocolError("the connection ended before an answer")
+
+    async def next_event(self) -> object:
+        while True:
+            event = self.protocol.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.protocol.receive_data(await self.reader.read(READ_CHUNK))
+
+    def end_of_body(self) -> None:
+        if self.protocol.our_state is h11.DONE and self.protocol.their_state is h11.DONE:
+            self.protocol.start_next_cycle()
+
+    def close(self) -> None:
+        if self.reusable:
+            # Between answers: a polite close, as a browser's (TLS says goodbye too, waiting
+            # at most TLS_SHUTDOWN_SECONDS for the host's reply, in the background).
+            self.writer.close()
+        else:
+            # In the middle of an answer (a body left unread, an error): nothing more is owed.
+            self.writer.transport.abort()
+
+
+class FetchResponse:
+    """An answer whose body has not been read yet (`FetchSession.stream`)."""
+
+    def __init__(
+        self, url: httpx.URL, answer: h11.Response, connection: _Connection, deadline: float
+    ) -> None:
+        self.url = url
+        self.status_code = answer.status_code
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in answer.headers:
+            name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.headers: Mapping[str, str] = headers
+        self.finished = False  # the whole body has been read
+        self._connection = connection
+        self._deadline = deadline
+        self._pending = b""  # received by a look ahead, not yet given to the caller
+
+    async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
+        """The body as it comes off the wire, cut at `limit` bytes in all; `finished` then
+        tells whether that was its end. Each read ends by the session's deadline."""
+        size = 0
+        if self._pending and limit > 0:
+            chunk, self._pending = self._pending[:limit], self._pending[limit:]
+            size += len(chunk)
+            yield chunk
+        while size < limit and not self.finished:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    event = await self._connection.next_event()
+            except (TimeoutError, *_NETWORK_ERRORS) as exc:
+                raise ImageUrlUnreachable() from exc
+            if isinstance(event, h11.EndOfMessage):
+                self._connection.end_of_body()
+                self.finished = True
+            elif isinstance(event, h11.Data):
+                data = bytes(event.data)
+                chunk, self._pending = data[: limit - size], data[limit - size :]
+                size += len(chunk)
+                yield chunk
+            else:
+                raise ImageUrlUnreachable()  # the connection ended inside the body
+        self.settle(keep_data=True)
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        """The whole body as it comes off the wire (as httpx's `Response.aiter_raw`): the
+        caller counts what it keeps; the session's deadline still ends every read."""
+        return self.iter_body(sys.maxsize)
+
+    async def read(self, limit: int) -> tuple[bytes, bool]:
+        """At most `limit` bytes of the body, and whether they are all of it."""
+        chunks = [chunk async for chunk in self.iter_body(limit)]
+        return b"".join(chunks), self.finished
+
+    def settle(self, *, keep_data: bool = False) -> None:
+        """Take what is already received (the end of a bodiless answer, the end right after
+        the last byte read), without waiting for the network; with `keep_data`, data found
+        on the way is kept for the next `iter_body`, else dropped."""
+        while not self.finished and not (keep_data and self._pending):
+            try:
+                event = self._connection.protocol.next_event()
+            except h11.ProtocolError:
+                return
+            if isinstance(event, h11.EndOfMessage):
+                self._connection.end_of_body()
+                self.finished = True
+            elif isinstance(event, h11.Data):
+                if keep_data:
+                    self._pending = bytes(event.data)
+            else:
+                return
+        if not keep_data:
+            self._pending = b""
 
 
 @dataclass
@@ -103,15 +272,28 @@ class FetchSession:
     again: scheme, port, and every address its host resolves to. A host is resolved once per
     check, and the connection goes to the address that was judged, never to a second
     lookup; TLS still verifies the certificate for the URL's host name, and the Host
-    header stays the URL's."""
+    header stays the URL's. The next request to the same scheme, host name and port reuses
+    the connection; `close` (or leaving `async with`) closes it."""
 
-    transport: httpx.AsyncBaseTransport
+    transport: ImageTransport
     resolver: Resolver
     policy: UrlPolicy
     redirects_left: int
     deadline: float  # loop time by which the check must end
     _addresses: dict[str, list[IPAddress]] = field(default_factory=dict)
     _visited: set[str] = field(default_factory=set)
+    _connection: _Connection | None = None
+
+    async def __aenter__(self) -> FetchSession:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     async def request(
         self,
@@ -122,22 +304,40 @@ class FetchSession:
         read_limit: int = 0,
     ) -> Fetched:
         """Send `method` to `url`, following redirects; read at most `read_limit` bytes."""
+        async with self.stream(method, url, headers=headers) as (_, response):
+            body, complete = b"", True
+            if read_limit > 0:
+                body, complete = await response.read(read_limit)
+            return Fetched(response.url, response.status_code, response.headers, body, complete)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: httpx.URL, *, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[tuple[httpx.URL, FetchResponse]]:
+        """Send `method` (without a body) to `url`, following redirects, and yield the final
+        URL and answer with its body unread: `iter_body(limit)` streams it with a byte cap.
+        A body not read to its end costs the connection when the block ends."""
         self._visited.add(str(url))
+        request_headers = {**_BASE_HEADERS, **(headers or {})}
         while True:
-            response = await self._send(method, url, headers or {})
+            response = await self._send(method, url, request_headers)
+            location = response.headers.get("location")
+            if response.status_code in REDIRECT_STATUSES and location:
+                async for _ in response.iter_body(MAX_DRAINED_BODY):
+                    pass
+                self._release(response)
+                url = self._next_hop(url, location)
+                continue
             try:
-                location = response.headers.get("location")
-                if response.status_code in REDIRECT_STATUSES and location:
-                    url = self._next_hop(url, location)
-                    continue
-                body, complete = b"", True
-                if read_limit > 0:
-                    body, complete = await _read_window(response, read_limit)
-                return Fetched(url, response.status_code, response.headers, body, complete)
-            except httpx.TransportError as exc:
-                raise ImageUrlUnreachable() from exc
+                yield url, response
             finally:
-                await response.aclose()
+                self._release(response)
+            return
+
+    def _release(self, response: FetchResponse) -> None:
+        response.settle()
+        if not response.finished:
+            self.close()
 
     def _next_hop(self, current: httpx.URL, location: str) -> httpx.URL:
         if self.redirects_left <= 0:
@@ -154,31 +354,53 @@ class FetchSession:
         self._visited.add(str(target))
         return target
 
-    async def _send(self, method: str, url: httpx.URL, headers: dict[str, str]) -> httpx.Response:
+    async def _send(self, method: str, url: httpx.URL, headers: dict[str, str]) -> FetchResponse:
         if not self.policy.port_allowed(url):
             raise ImageUrlForbidden("The image URL uses a port that is not allowed.")
         host = url.raw_host.decode("ascii")
+        port = effective_port(url)
+        key = (url.scheme, host, port)
+        addresses = await self._judged_addresses(url)
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                connection = self._connection
+                if connection is not None and connection.key == key and connection.reusable:
+                    try:
+                        answer = await connection.exchange(method, url, headers)
+                        return FetchResponse(url, answer, connection, self.deadline)
+                    except _NETWORK_ERRORS:
+                        pass  # the host closed the kept connection meanwhile: one fresh try
+                return await self._connect_and_send(method, url, headers, key, addresses)
+        except TimeoutError as exc:
+            self.close()
+            raise ImageUrlUnreachable() from exc
+
+    async def _connect_and_send(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        key: tuple[str, str, int],
+        addresses: list[IPAddress],
+    ) -> FetchResponse:
+        self.close()
+        tls_server_name = key[1] if key[0] == "https" else None
         last_error: Exception | None = None
-        for address in (await self._judged_addresses(url))[:MAX_CONNECT_ATTEMPTS]:
-            request = httpx.Request(
-                method,
-                url.copy_with(host=str(address)),
-                headers={
-                    "Host": url.netloc.decode("ascii"),
-                    "User-Agent": USER_AGENT,
-                    "Accept": "image/*,*/*;q=0.8",
-                    # Raw bytes only: a compressed body could expand far beyond the window.
-                    "Accept-Encoding": "identity",
-                    **headers,
-                },
-                extensions={"sni_hostname": host, "timeout": self._timeouts()},
-            )
+        for address in addresses[:MAX_CONNECT_ATTEMPTS]:
             try:
-                return await self.transport.handle_async_request(request)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                reader, writer = await self.transport.connect(
+                    str(address), key[2], tls_server_name=tls_server_name
+                )
+            except OSError as exc:  # refused, unreachable, or a certificate not for the host
                 last_error = exc
-            except httpx.TransportError as exc:
+                continue
+            connection = self._connection = _Connection(key, reader, writer)
+            try:
+                answer = await connection.exchange(method, url, headers)
+            except _NETWORK_ERRORS as exc:
+                self.close()
                 raise ImageUrlUnreachable() from exc
+            return FetchResponse(url, answer, connection, self.deadline)
         raise ImageUrlUnreachable() from last_error
 
     async def _judged_addresses(self, url: httpx.URL) -> list[IPAddress]:
@@ -212,23 +434,3 @@ class FetchSession:
                 judged.append(address)
         self._addresses[host] = judged
         return judged
-
-    def _timeouts(self) -> dict[str, float]:
-        # The check's deadline (asyncio.timeout) is what ends it; these only keep each
-        # socket operation inside that deadline too.
-        remaining = max(self.deadline - asyncio.get_running_loop().time(), 0.001)
-        return {"connect": remaining, "read": remaining, "write": remaining, "pool": remaining}
-
-
-async def _read_window(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the body, as they came off the wire; then stop reading."""
-    chunks: list[bytes] = []
-    size = 0
-    chunk_stream = cast(AsyncGenerator[bytes, None], response.aiter_raw())
-    async with aclosing(chunk_stream) as stream:
-        async for chunk in stream:
-            chunks.append(chunk[: limit - size])
-            size += len(chunks[-1])
-            if size >= limit:
-                return b"".join(chunks), False
-    return b"".join(chunks), True

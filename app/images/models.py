@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntId, UTCDateTime, utcnow
+
+# What the last checks say about an image's URL (app/images/link_health.py).
+IMAGE_STATUSES = ("ok", "failing", "broken")
 
 
 class Image(Base):
@@ -17,6 +28,11 @@ class Image(Base):
         UniqueConstraint("user_id", "image_url"),
         # A gallery is listed newest first by id: (user_id, id) serves it as a range scan.
         Index("ix_images_user_id_id", "user_id", "id"),
+        # The schedule: workers claim the images whose due time has passed, oldest first.
+        Index("ix_images_due_at", "due_at"),
+        # The admin listing by status, and the counts per status of the health summary.
+        Index("ix_images_status_id", "status", "id"),
+        CheckConstraint("status IN ('ok', 'failing', 'broken')", name="status"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -31,3 +47,20 @@ class Image(Base):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    # Link health: the outcome of the checks so far.
+    status: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    failure_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(64), default=None)
+    content_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # What the image host said about the bytes, for the next check's conditional request,
+    # and a hash of the bytes read that tells new content from old.
+    etag: Mapped[str | None] = mapped_column(String(256), default=None)
+    last_modified: Mapped[str | None] = mapped_column(String(64), default=None)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The schedule: when the next check is due. A worker's claim moves it to the end of the
+    # worker's lease, so an image whose worker died comes due again by itself.
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The claim a worker holds on the image (a random token), None when none does. A check
+    # stores its outcome only while its claim is still the image's.
+    recheck_claim: Mapped[str | None] = mapped_column(String(32), default=None)

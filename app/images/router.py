@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
@@ -11,7 +11,12 @@ from app.accounts.errors import AdminRequired, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
 from app.images import service
-from app.images.dependencies import EditableGalleryDep, ImageCheckerDep, ImageIdPath
+from app.images.dependencies import (
+    EditableGalleryDep,
+    ImageCheckerDep,
+    ImageIdPath,
+    RecheckPolicyDep,
+)
 from app.images.errors import (
     IMAGE_CHECK_ERRORS,
     ImageChanged,
@@ -20,7 +25,7 @@ from app.images.errors import (
     NotGalleryOwner,
 )
 from app.images.models import Image
-from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
+from app.images.schemas import ImageCreate, ImageHealth, ImageRead, ImageUpdate
 from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users.dependencies import UserIdPath
 from app.users.errors import UserNotFound
@@ -29,6 +34,11 @@ router = APIRouter(tags=["images"])
 
 # Writes name `user_id` although `EditableGalleryDep` reads it too: declared here, the path's
 # parameters keep their order in the OpenAPI document.
+
+StatusFilter = Annotated[
+    Literal["ok", "failing", "broken"] | None,
+    Query(description="Only images with this link status."),
+]
 
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
@@ -48,10 +58,15 @@ _WRITE_ERRORS = error_responses(
     responses=error_responses(UserNotFound, InvalidCursor),
 )
 async def list_user_images(
-    user_id: UserIdPath, session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
+    user_id: UserIdPath,
+    session: SessionDep,
+    cursors: CursorCodecDep,
+    page: PageParamsDep,
+    status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """A user's gallery, newest first. Galleries are public."""
-    return await service.list_user_images(session, cursors, user_id, page)
+    """A user's gallery, newest first, optionally only the images with one link status.
+    Galleries are public."""
+    return await service.list_user_images(session, cursors, user_id, page, status)
 
 
 @router.post(
@@ -66,11 +81,12 @@ async def create_image(
     body: ImageCreate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     gallery: EditableGalleryDep,
 ) -> Image:
     """Add an image URL to the user's gallery (owner or admin). The server first checks
     that the URL is safe to fetch and that its bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, gallery, body)
+    return await service.create_image(session, checker, policy, gallery, body)
 
 
 @router.get(
@@ -98,10 +114,11 @@ async def update_image(
     body: ImageUpdate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     gallery: EditableGalleryDep,
 ) -> Image:
     """Change an image's title or URL (owner or admin); a new URL is checked again."""
-    return await service.update_image(session, checker, gallery, image_id, body)
+    return await service.update_image(session, checker, policy, gallery, image_id, body)
 
 
 @router.post(
@@ -122,11 +139,14 @@ async def recheck_image(
     image_id: ImageIdPath,
     session: SessionDep,
     checker: ImageCheckerDep,
+    policy: RecheckPolicyDep,
     gallery: EditableGalleryDep,
 ) -> Image:
     """Run the URL check again (owner or admin) and store its results: format, size,
-    width, height and `checked_at`. When the check fails the image is kept unchanged."""
-    return await service.recheck_image(session, checker, gallery, image_id)
+    width, height, `checked_at` and status `ok`. When the check fails, the error is the
+    answer and the image counts one more failure (`status`, `failure_count`,
+    `last_error`); its metadata is kept."""
+    return await service.recheck_image(session, checker, policy, gallery, image_id)
 
 
 @router.delete(
@@ -157,9 +177,22 @@ async def list_all_images(
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
+    status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """Every user's images, newest first."""
-    return await service.list_all_images(session, cursors, page, user_id)
+    """Every user's images, newest first, optionally one user's and one link status."""
+    return await service.list_all_images(session, cursors, page, user_id, status)
+
+
+@router.get(
+    "/images/health",
+    response_model=ImageHealth,
+    summary="Link health of all images (admin)",
+    responses=error_responses(NotAuthenticated, AdminRequired),
+)
+async def image_health(session: SessionDep, _: AdminUser) -> service.LinkHealthSummary:
+    """How many images are ok, failing and broken, how many are due for a check, and how
+    many seconds the longest-waiting one has been due."""
+    return await service.link_health_summary(session)
 
 
 @router.delete(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -52,6 +52,34 @@ class ImageRead(BaseModel):
     size_bytes: int | None = Field(description="The file's size in bytes, when known.")
     width: int | None = Field(description="Width in pixels, when the check could read it.")
     height: int | None = Field(description="Height in pixels, when the check could read it.")
-    checked_at: datetime = Field(description="When the URL was last checked.")
+    checked_at: datetime = Field(
+        description="When the URL's last check completed (successful or not)."
+    )
+    status: Literal["ok", "failing", "broken"] = Field(
+        description="The link's health: `ok` after a successful check, `failing` after fewer "
+        "than RECHECK_BROKEN_AFTER consecutive failed checks, `broken` from then on."
+    )
+    failure_count: int = Field(description="Consecutive failed checks (0 when ok).")
+    last_error: str | None = Field(
+        description="The failed check's error code, such as `image_url_unreachable`; null when ok.",
+        examples=[None],
+    )
+    content_changed_at: datetime | None = Field(
+        description="When a recheck last found different bytes at the URL; null until then."
+    )
     created_at: datetime
     updated_at: datetime
+
+
+class ImageHealth(BaseModel):
+    """The link health of every stored image."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    ok: int = Field(description="Images whose last check succeeded.")
+    failing: int = Field(description="Images with fewer than RECHECK_BROKEN_AFTER failures.")
+    broken: int = Field(description="Images with RECHECK_BROKEN_AFTER or more failures.")
+    due: int = Field(description="Images whose next check is due now.")
+    oldest_due_seconds: float = Field(
+        description="How long the longest-waiting due image has been due (0 when none is)."
+    )

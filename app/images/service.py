@@ -12,8 +12,22 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import MAX_ID, end_read_transaction, utcnow
 from app.images.checker import CheckedImage, ImageChecker
-from app.images.errors import ImageChanged, ImageDuplicate, ImageNotFound, NotGalleryOwner
-from app.images.models import Image
+from app.images.errors import (
+    ImageChanged,
+    ImageCheckFailed,
+    ImageDuplicate,
+    ImageHostBusy,
+    ImageNotFound,
+    NotGalleryOwner,
+)
+from app.images.link_health import (
+    RecheckPolicy,
+    checked_values,
+    content_changed,
+    failed_values,
+    healthy_values,
+)
+from app.images.models import IMAGE_STATUSES, Image
 from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.url_guard import normalise_image_url
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
@@ -50,17 +64,45 @@ _GALLERY = keyset(
     newest_first=True,
 )
 _ALL_IMAGES = keyset(select(*_images), id_column=_images.id, newest_first=True)
+_GALLERY_BY_STATUS = keyset(
+    select(*_images).where(
+        _images.user_id == bindparam("owner_id"), _images.status == bindparam("status")
+    ),
+    id_column=_images.id,
+    newest_first=True,
+)
+# Served by the (status, id) index.
+_ALL_IMAGES_BY_STATUS = keyset(
+    select(*_images).where(_images.status == bindparam("status")),
+    id_column=_images.id,
+    newest_first=True,
+)
+
+
+def _status_filter(status: str | None) -> tuple[dict[str, Any], str]:
+    """The query parameters and the cursor's listing suffix of a status filter: a cursor of
+    one filter is refused by another."""
+    if status is None:
+        return {}, ""
+    if status not in IMAGE_STATUSES:  # the router's validation already refused it
+        raise ValueError(f"unknown image status {status!r}")
+    return {"status": status}, f":{status}"
 
 
 async def list_user_images(
-    session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
+    session: AsyncSession,
+    cursors: CursorCodec,
+    user_id: int,
+    page: PageParams,
+    status: str | None = None,
 ) -> Listing[dict[str, Any]]:
-    """A user's images, newest first."""
+    """A user's images, newest first; only those with `status` when it is given."""
+    parameters, suffix = _status_filter(status)
     images = await paginate(
         session,
-        _GALLERY,
-        {"owner_id": user_id},
-        listing=f"user-images:{user_id}",
+        _GALLERY if status is None else _GALLERY_BY_STATUS,
+        {"owner_id": user_id, **parameters},
+        listing=f"user-images:{user_id}{suffix}",
         cursors=cursors,
         page=page,
     )
@@ -72,14 +114,25 @@ async def list_user_images(
 
 
 async def list_all_images(
-    session: AsyncSession, cursors: CursorCodec, page: PageParams, user_id: int | None
+    session: AsyncSession,
+    cursors: CursorCodec,
+    page: PageParams,
+    user_id: int | None,
+    status: str | None = None,
 ) -> Listing[dict[str, Any]]:
-    """Every image, newest first, optionally only one user's (for admins)."""
+    """Every image, newest first, optionally only one user's and only those with `status`
+    (for admins)."""
+    parameters, suffix = _status_filter(status)
+    if user_id is None:
+        listing_query = _ALL_IMAGES if status is None else _ALL_IMAGES_BY_STATUS
+    else:
+        listing_query = _GALLERY if status is None else _GALLERY_BY_STATUS
+        parameters["owner_id"] = user_id
     return await paginate(
         session,
-        _ALL_IMAGES if user_id is None else _GALLERY,
-        {} if user_id is None else {"owner_id": user_id},
-        listing=f"images:{user_id}",
+        listing_query,
+        parameters,
+        listing=f"images:{user_id}{suffix}",
         cursors=cursors,
         page=page,
     )
@@ -139,20 +192,23 @@ async def _flush_image(session: AsyncSession) -> None:
         raise ImageNotFound() from exc
 
 
-def _metadata(checked: CheckedImage) -> dict[str, object]:
-    """The image columns a URL check fills in."""
+def _new_link(checked: CheckedImage, policy: RecheckPolicy) -> dict[str, Any]:
+    """The image columns of a URL that was just checked for the first time (a create or a
+    URL change): its metadata, status ok, the next check one interval later."""
     return {
         "image_url": checked.url,
-        "content_type": checked.content_type,
-        "size_bytes": checked.size_bytes,
-        "width": checked.width,
-        "height": checked.height,
-        "checked_at": checked.checked_at,
+        **checked_values(checked),
+        **healthy_values(policy, checked.checked_at),
+        "content_changed_at": None,
     }
 
 
 async def create_image(
-    session: AsyncSession, checker: ImageChecker, gallery: EditableGallery, data: ImageCreate
+    session: AsyncSession,
+    checker: ImageChecker,
+    policy: RecheckPolicy,
+    gallery: EditableGallery,
+    data: ImageCreate,
 ) -> Image:
     """Check the URL, then add it to the gallery."""
     user_id = gallery.owner_id
@@ -161,12 +217,12 @@ async def create_image(
         # an admin adding to another gallery needs the lookup. A deletion during the check
         # is still caught by the foreign key at the insert.
         await ensure_user_exists(session, user_id)
-    url = str(normalise_image_url(data.image_url))
-    if await _url_in_gallery(session, user_id, url):
+    url = normalise_image_url(data.image_url)
+    if await _url_in_gallery(session, user_id, str(url)):
         raise ImageDuplicate()
     await end_read_transaction(session)
     checked = await checker.check(url)
-    image = Image(user_id=user_id, title=data.title, **_metadata(checked))
+    image = Image(user_id=user_id, title=data.title, **_new_link(checked, policy))
     session.add(image)
     await _flush_image(session)
     return image
@@ -175,6 +231,7 @@ async def create_image(
 async def update_image(
     session: AsyncSession,
     checker: ImageChecker,
+    policy: RecheckPolicy,
     gallery: EditableGallery,
     image_id: int,
     changes: ImageUpdate,
@@ -184,13 +241,13 @@ async def update_image(
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
     if fields.get("image_url") is not None:
-        url = str(normalise_image_url(fields["image_url"]))
-        if url != image.image_url:
-            if await _url_in_gallery(session, user_id, url):
+        url = normalise_image_url(fields["image_url"])
+        if str(url) != image.image_url:
+            if await _url_in_gallery(session, user_id, str(url)):
                 raise ImageDuplicate()
             await end_read_transaction(session)
             checked = await checker.check(url)
-            for name, value in _metadata(checked).items():
+            for name, value in _new_link(checked, policy).items():
                 setattr(image, name, value)
     if "title" in fields:
         image.title = fields["title"]
@@ -200,30 +257,86 @@ async def update_image(
 
 
 async def recheck_image(
-    session: AsyncSession, checker: ImageChecker, gallery: EditableGallery, image_id: int
+    session: AsyncSession,
+    checker: ImageChecker,
+    policy: RecheckPolicy,
+    gallery: EditableGallery,
+    image_id: int,
 ) -> Image:
-    """Check the image's URL again and store what the check found. A failed check raises
-    its error and changes nothing."""
+    """Check the image's URL again and store what the check found. It counts as a check of
+    the schedule: a success makes the image ok; a failure raises its error after storing
+    one more failure (status, `failure_count`, `last_error`), the metadata kept as it was."""
     user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     checked_url = image.image_url
+    stored_fingerprint = image.fingerprint
+    failure_count = image.failure_count
     await end_read_transaction(session)
-    checked = await checker.check(checked_url)
-    values = _metadata(checked)
-    del values["image_url"]  # the URL stays as stored, even if it is spelt differently now
     # Written only if the URL is still the one checked: a PATCH that changed it meanwhile
     # stored its own check's results, which these must not overwrite.
-    result = await session.execute(
+    guarded = (
         update(Image)
         .where(Image.id == image_id, Image.image_url == checked_url)
-        .values(**values, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
+    try:
+        checked = await checker.check(checked_url)
+    except ImageHostBusy:
+        raise  # the host asked to wait: no failure of the image's
+    except ImageCheckFailed as exc:
+        now = utcnow()
+        await session.execute(
+            guarded.values(
+                **failed_values(policy, now, failure_count + 1, exc.code), updated_at=now
+            )
+        )
+        # The request answers the error, so the session will roll back: the failure is
+        # committed here, on its own, as the scheduled recheck would have stored it.
+        await session.commit()
+        raise
+    now = utcnow()
+    values = {**checked_values(checked), **healthy_values(policy, now), "updated_at": now}
+    if content_changed(stored_fingerprint, checked):
+        values["content_changed_at"] = now
+    result = await session.execute(guarded.values(**values))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
         raise ImageChanged()
     await session.refresh(image)
     return image
+
+
+@dataclass(frozen=True, slots=True)
+class LinkHealthSummary:
+    """Images per status, how many are due for a check, and how long the oldest has been."""
+
+    ok: int
+    failing: int
+    broken: int
+    due: int
+    oldest_due_seconds: float
+
+
+async def link_health_summary(session: AsyncSession) -> LinkHealthSummary:
+    """The link health of every stored image (for admins and the metrics)."""
+    now = utcnow()
+    counts = dict(
+        (await session.execute(select(Image.status, func.count()).group_by(Image.status))).all()
+    )
+    due, oldest_due = (
+        await session.execute(
+            select(func.count(), func.min(Image.due_at)).where(Image.due_at <= now)
+        )
+    ).one()
+    return LinkHealthSummary(
+        ok=counts.get("ok", 0),
+        failing=counts.get("failing", 0),
+        broken=counts.get("broken", 0),
+        due=due,
+        oldest_due_seconds=(
+            round(max((now - oldest_due).total_seconds(), 0.0), 3) if oldest_due else 0.0
+        ),
+    )
 
 
 async def delete_image(session: AsyncSession, gallery: EditableGallery, image_id: int) -> None:

@@ -8,6 +8,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NewType
 
 import httpx
 
@@ -18,6 +19,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# A URL that `normalise_image_url` accepted: the type says it need not be judged again.
+NormalisedUrl = NewType("NormalisedUrl", httpx.URL)
 
 # Not globally reachable, whatever `ipaddress.is_global` says in this Python version (its
 # tables changed between patch releases). From the IANA special-purpose address registries.
@@ -207,7 +211,7 @@ def _too_long() -> ImageUrlInvalid:
     return ImageUrlInvalid(f"The image URL is longer than {MAX_URL_LENGTH} characters.")
 
 
-def normalise_image_url(raw: str) -> httpx.URL:
+def normalise_image_url(raw: str) -> NormalisedUrl:
     """Parse and normalise a user's URL, or refuse it: http(s) only, a host, no user name or
     password, at most 2048 characters; IDNA host names, IP literals spelt canonically,
     default ports and fragments dropped."""
@@ -238,7 +242,8 @@ def normalise_image_url(raw: str) -> httpx.URL:
         _HOST_LABEL.match(label) for label in host.removesuffix(".").split(".")
     ):
         raise ImageUrlInvalid("The image URL's host name is not valid.")
-    url = url.copy_with(fragment=None)
+    if "#" in text:  # copy_with parses the URL again: only when there is a fragment to drop
+        url = url.copy_with(fragment=None)
     if len(str(url)) > MAX_URL_LENGTH:
         raise _too_long()
-    return url
+    return NormalisedUrl(url)

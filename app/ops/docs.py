@@ -140,6 +140,9 @@ def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
             for status_code, (code, meaning) in _COMMON_RESPONSES.items():
                 if status_code == "413" and "requestBody" not in operation:
                     continue
+                if status_code in responses:  # the route's own errors share this status
+                    responses[status_code]["description"] += f", `{code}` ({meaning})"
+                    continue
                 responses.setdefault(
                     status_code,
                     {

@@ -9,8 +9,10 @@ answers `/metrics` reports the sum over all of them.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import shutil
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from prometheus_client import (
@@ -21,9 +23,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -84,6 +89,35 @@ class Metrics:
             ("outcome",),
             registry=self.registry,
         )
+        self.image_rechecks = Counter(
+            "gallery_image_rechecks",
+            "Scheduled image rechecks by outcome: `ok`, `changed`, `not_modified`, a failed "
+            "check's error code, `image_host_busy`, `postponed`, `discarded`...",
+            ("outcome",),
+            registry=self.registry,
+        )
+        # Read from the database when /metrics is scraped: every process reports the same
+        # figures, and the most recent reading is the one shown.
+        self.images_by_status = Gauge(
+            "gallery_images",
+            "Stored images by link status (ok, failing, broken).",
+            ("status",),
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.images_due = Gauge(
+            "gallery_images_due",
+            "Images whose next check is due now.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.images_oldest_due = Gauge(
+            "gallery_images_oldest_due_seconds",
+            "How long the longest-waiting due image has been due.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self._before_render: list[Callable[[], Awaitable[None]]] = []
         self.db_pool_in_use = Gauge(
             "gallery_db_pool_connections_in_use",
             "Database connections checked out of the pool right now.",
@@ -97,6 +131,30 @@ class Metrics:
 
     def observe_image_check(self, outcome: str) -> None:
         self.image_checks.labels(outcome).inc()
+
+    def observe_recheck(self, outcome: str) -> None:
+        self.image_rechecks.labels(outcome).inc()
+
+    def set_image_health(
+        self, by_status: Mapping[str, int], due: int, oldest_due_seconds: float
+    ) -> None:
+        for status, count in by_status.items():
+            self.images_by_status.labels(status).set(count)
+        self.images_due.set(due)
+        self.images_oldest_due.set(oldest_due_seconds)
+
+    def before_render(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh` before each rendering (figures read from the database)."""
+        self._before_render.append(refresh)
+
+    async def refresh(self) -> None:
+        """Run the refreshers; one that fails (the database is down) leaves its figures as
+        they were: the metrics still answer, when they matter most."""
+        for refresh in self._before_render:
+            try:
+                await refresh()
+            except Exception:
+                logger.warning("metrics refresh failed", exc_info=True)
 
     def watch_pool(self, engine: AsyncEngine) -> None:
         """Follow the engine's pool: +1 on checkout, -1 on checkin."""
@@ -118,6 +176,18 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> Callable[[], None]:
+        """Serve this registry on http://HOST:PORT/metrics from a thread (for processes with
+        no HTTP server of their own, such as `gallery worker`); returns the stop function."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop
 
     def close(self) -> None:
         """Forget this worker's live gauges when it stops (multiprocess mode)."""

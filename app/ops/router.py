@@ -45,7 +45,8 @@ async def ready(state: StateDep) -> ReadyStatus:
 
 @metrics_router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request, state: StateDep) -> Response:
-    """Request counts and latency per route, image-check outcomes, database pool use."""
+    """Request counts and latency per route, image-check and recheck outcomes, link health,
+    database pool use."""
     settings = state.settings
     client = request.client.host if request.client else None
     if not metrics_client_allowed(client, settings.metrics_allowed_networks):
@@ -54,4 +55,5 @@ async def metrics(request: Request, state: StateDep) -> Response:
     app_metrics = state.metrics
     if app_metrics is None:  # the route is only included when metrics are on
         raise NotFound()
+    await app_metrics.refresh()
     return Response(app_metrics.render(), media_type=app_metrics.content_type)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make compose-test`: build the real image, bring the compose stack up from local images
-# only, and prove it through the nginx port: smoke flow, --scale api=3, a database restart.
+# only, and prove it through the nginx port: smoke flow, --scale api=3, a database restart,
+# and two recheck workers marking a broken image broken.
 #
 #   1. build-standins.sh: docker (apt), dockerd, the stand-in base images (cached)
 #   2. every image the compose files and the Dockerfile name must exist locally: nothing
 #      is ever pulled
-#   3. docker compose up -d --build; wait for health; smoke.py through the proxy
+#   3. docker compose up -d --build (two workers); wait for health; smoke.py through the proxy
 #   4. --scale api=3: every replica healthy and serving reads
 #   5. stop db (readiness answers 503 database_unavailable), start it: the API recovers
-#   6. docker compose down -v (always, also on failure)
+#   6. an image whose file is deleted is marked broken by the two workers, seen through nginx
+#   7. docker compose down -v (always, also on failure)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -65,8 +67,8 @@ done
 trap cleanup EXIT
 "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 
-step "docker compose up -d --build"
-"${COMPOSE[@]}" up -d --build
+step "docker compose up -d --build (two recheck workers)"
+"${COMPOSE[@]}" up -d --build --scale worker=2
 
 wait_healthy() {  # wait_healthy SERVICE COUNT SECONDS
   local service="$1" want="$2" deadline=$(( $(date +%s) + $3 )) healthy ids
@@ -119,7 +121,7 @@ case "$line" in
 esac
 
 step "docker compose up -d --scale api=3"
-"${COMPOSE[@]}" up -d --no-recreate --scale api=3
+"${COMPOSE[@]}" up -d --no-recreate --scale api=3 --scale worker=2
 wait_healthy api 3 180
 sleep 11  # nginx asks Docker's DNS again after 10 s (resolver valid=10s)
 python3 "$HERE/smoke.py" "$BASE" reads scaled
@@ -138,5 +140,37 @@ python3 "$HERE/smoke.py" "$BASE" down
 wait_healthy db 1 120
 python3 "$HERE/smoke.py" "$BASE" wait
 python3 "$HERE/smoke.py" "$BASE" reads after-restart
+
+step "two workers: an image whose file is deleted is marked broken, seen through nginx"
+workers="$("${COMPOSE[@]}" ps -q worker)"
+running=0
+for id in $workers; do
+  [ "$(docker inspect -f '{{.State.Running}}' "$id")" = true ] && running=$((running + 1))
+done
+[ "$running" -eq 2 ] || { echo "expected 2 running workers, found $running" >&2; exit 1; }
+echo "  workers running: $running"
+python3 "$HERE/smoke.py" "$BASE" doomed
+"${COMPOSE[@]}" exec -T images rm /srv/images/doomed.png
+python3 "$HERE/smoke.py" "$BASE" broken
+passes=0
+for id in $workers; do
+  docker logs "$id" >"$LOGS" 2>&1
+  if grep '"message": "recheck pass:' "$LOGS" >/dev/null; then passes=$((passes + 1)); fi
+done
+echo "  workers that ran recheck passes: $passes of 2"
+[ "$passes" -ge 1 ] || { echo "no worker logged a recheck pass" >&2; exit 1; }
+counted=0
+for id in $workers; do
+  docker exec "$id" python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9100/metrics', timeout=5).read().decode())" >"$LOGS"
+  if grep '^gallery_image_rechecks_total{outcome="image_url_bad_status"}' "$LOGS" >/dev/null; then counted=$((counted + 1)); fi
+done
+echo "  workers whose metrics count a failed recheck: $counted"
+[ "$counted" -ge 1 ] || { echo "no worker metrics count the failed rechecks" >&2; exit 1; }
+api_id="$("${COMPOSE[@]}" ps -q api | sed -n 1p)"
+docker logs "$api_id" >"$LOGS" 2>&1
+if grep '"message": "recheck pass:' "$LOGS" >/dev/null; then
+  echo "the api ran rechecks although RECHECK_IN_PROCESS=false" >&2; exit 1
+fi
+echo "  the api ran no rechecks (RECHECK_IN_PROCESS=false)"
 
 step "passed in $(( $(date +%s) - T0 ))s"

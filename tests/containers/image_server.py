@@ -1,7 +1,8 @@
-"""A tiny image host for the compose test: serves one real PNG at /pixel.png on port 8000.
+"""A tiny image host for the compose test: serves real PNGs at /pixel.png and /doomed.png
+on port 8000 (the test deletes /srv/images/doomed.png to break that link).
 
-Runs inside the stand-in python image (stdlib only); the API container checks the URL
-http://images:8000/pixel.png over the compose network.
+Runs inside the stand-in python image (stdlib only); the API and worker containers check
+http://images:8000/... over the compose network.
 """
 
 import http.server
@@ -26,8 +27,9 @@ def png(width: int = 2, height: int = 2) -> bytes:
 
 
 os.makedirs("/srv/images", exist_ok=True)
-with open("/srv/images/pixel.png", "wb") as out:
-    out.write(png())
+for name in ("pixel.png", "doomed.png"):
+    with open(f"/srv/images/{name}", "wb") as out:
+        out.write(png())
 os.chdir("/srv/images")
 # Inside its container: every interface of that container, reachable on the compose network.
 ADDRESS = ("0.0.0.0", 8000)  # noqa: S104

@@ -3,6 +3,8 @@
 python3 smoke.py BASE_URL full     register, login, add an image, list, docs, metrics
 python3 smoke.py BASE_URL reads    the reads again, tagging each request's id with a prefix
 python3 smoke.py BASE_URL wait     until the API answers reads again (after a db restart)
+python3 smoke.py BASE_URL doomed   add /doomed.png (ok); the test then deletes it
+python3 smoke.py BASE_URL broken   until the workers have marked /doomed.png broken
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def full() -> None:
     status, _, _ = call("POST", "/accounts/register", b"x" * (2 * 1024 * 1024))
     expect(status == 413, f"nginx refuses a 2 MiB body -> {status}")
     with open(STATE, "w") as state:
-        json.dump({"user_id": user_id, "image_id": image["id"]}, state)
+        json.dump({"user_id": user_id, "username": name, "image_id": image["id"]}, state)
 
 
 def reads(prefix: str, count: int = 30) -> None:
@@ -154,6 +156,52 @@ def down(deadline_seconds: float = 30) -> None:
     expect(False, "readiness never reported the stopped database")
 
 
+def doomed() -> None:
+    with open(STATE) as state:
+        saved = json.load(state)
+    status, _, body = call(
+        "POST", "/accounts/login", {"login": saved["username"], "password": PASSWORD}
+    )
+    expect(status == 200, f"login again -> {status}")
+    auth = {"Authorization": f"Bearer {json.loads(body)['access_token']}"}
+    status, _, body = call(
+        "POST",
+        f"/users/{saved['user_id']}/images",
+        {"image_url": "http://images:8000/doomed.png"},
+        auth,
+    )
+    image = json.loads(body)
+    expect(status == 201 and image["status"] == "ok", f"add the doomed image -> {status}")
+    saved["doomed_id"] = image["id"]
+    with open(STATE, "w") as state:
+        json.dump(saved, state)
+
+
+def broken(deadline_seconds: float = 90) -> None:
+    with open(STATE) as state:
+        saved = json.load(state)
+    start = time.monotonic()
+    seen: list[str] = []
+    while time.monotonic() - start < deadline_seconds:
+        status, _, body = call("GET", f"/users/{saved['user_id']}/images?status=broken")
+        items = json.loads(body)["items"] if status == 200 else []
+        _, _, one = call("GET", f"/users/{saved['user_id']}/images/{saved['doomed_id']}")
+        seen.append(json.loads(one).get("status", "?"))
+        if [item["id"] for item in items] == [saved["doomed_id"]]:
+            image = items[0]
+            expect(
+                image["last_error"] == "image_url_bad_status" and image["failure_count"] >= 2,
+                f"broken after {time.monotonic() - start:.1f}s ({image['failure_count']} failures,"
+                f" {image['last_error']}); statuses seen: {' -> '.join(dict.fromkeys(seen))}",
+            )
+            status, _, body = call("GET", f"/users/{saved['user_id']}/images?status=ok")
+            ok_ids = [item["id"] for item in json.loads(body)["items"]]
+            expect(ok_ids == [saved["image_id"]], "the image still served stays ok")
+            return
+        time.sleep(1)
+    expect(False, f"not marked broken within {deadline_seconds}s; statuses seen: {seen[-5:]}")
+
+
 if MODE == "full":
     full()
 elif MODE == "reads":
@@ -162,5 +210,9 @@ elif MODE == "wait":
     wait()
 elif MODE == "down":
     down()
+elif MODE == "doomed":
+    doomed()
+elif MODE == "broken":
+    broken()
 else:
     sys.exit(f"unknown mode {MODE}")

@@ -25,6 +25,10 @@ IMAGE_FIELDS = {
     "width",
     "height",
     "checked_at",
+    "status",
+    "failure_count",
+    "last_error",
+    "content_changed_at",
     "created_at",
     "updated_at",
 }
@@ -59,6 +63,8 @@ async def test_owner_adds_image_after_head_and_sniffing_check(
     assert body["content_type"] == "image/png"
     assert body["size_bytes"] == len(image_host.png_bytes)
     assert (body["width"], body["height"]) == (3, 2)
+    assert (body["status"], body["failure_count"], body["last_error"]) == ("ok", 0, None)
+    assert body["content_changed_at"] is None
     # Checked first, then stored.
     assert datetime.fromisoformat(body["checked_at"]) <= datetime.fromisoformat(body["created_at"])
     requests = [request for request in image_host.requests if request[1] == "/cat.png"]

@@ -62,7 +62,26 @@ async def test_certificate_is_verified_for_the_url_host_name(
     assert (checked.content_type, checked.width, checked.height) == ("image/png", 3, 2)
     assert tls_host.requests == [("HEAD", "/cat.png"), ("GET", "/cat.png")]
     assert tls_host.host_headers == [f"{NAME}:{tls_host.port}"] * 2
-    assert tls_host.server_names == [NAME, NAME]
+    # One connection, one handshake: the HEAD and the GET of a check share it.
+    assert tls_host.server_names == [NAME]
+    assert tls_host.connections == 1
+
+
+async def test_redirect_to_another_name_on_the_same_address_gets_its_own_handshake(
+    checker: ImageChecker, tls_host: ImageHost
+) -> None:
+    # A connection verified for images.test must not carry a request for other.test, even
+    # though both names resolve to the same address and port: the redirect's hop opens a
+    # new connection, whose certificate check (for other.test) fails.
+    tls_host.forget()
+    tls_host.server_names.clear()
+    tls_host.add(
+        "/to-other.png", 302, b"", {"Location": f"https://other.test:{tls_host.port}/cat.png"}
+    )
+    with pytest.raises(ImageUrlUnreachable):
+        await checker.check(f"https://{NAME}:{tls_host.port}/to-other.png")
+    assert tls_host.requests == [("HEAD", "/to-other.png")]
+    assert tls_host.server_names == [NAME, "other.test"]
 
 
 async def test_certificate_for_another_name_is_refused(

@@ -220,6 +220,24 @@ async def test_rebinding_dns_cannot_move_the_check_to_a_forbidden_address(
     assert forbidden.connections == 0
 
 
+# A failed manual recheck counts as a failed check of the schedule; nothing else changes.
+_CHECK_OUTCOME_FIELDS = {"status", "failure_count", "last_error", "checked_at", "updated_at"}
+
+
+def _assert_kept_with_failures(
+    before: dict[str, Any], after: dict[str, Any], failures: int, code: str
+) -> None:
+    assert {k: v for k, v in after.items() if k not in _CHECK_OUTCOME_FIELDS} == {
+        k: v for k, v in before.items() if k not in _CHECK_OUTCOME_FIELDS
+    }
+    assert (after["status"], after["failure_count"], after["last_error"]) == (
+        "failing",
+        failures,
+        code,
+    )
+    assert after["checked_at"] > before["checked_at"]
+
+
 async def test_recheck_after_rebinding_is_refused_and_keeps_the_image(
     client: httpx.AsyncClient,
     allowed: ImageHost,
@@ -232,7 +250,7 @@ async def test_recheck_after_rebinding_is_refused_and_keeps_the_image(
     path = f"/users/{alice.id}/images/{image['id']}"
     response = await client.post(f"{path}/recheck", headers=alice.headers)
     assert_error(response, 422, "image_url_forbidden")
-    assert (await client.get(path)).json() == image
+    _assert_kept_with_failures(image, (await client.get(path)).json(), 1, "image_url_forbidden")
     assert forbidden.connections == 0
 
 
@@ -546,12 +564,12 @@ async def test_failed_recheck_keeps_the_image_and_its_metadata(
     assert_error(
         await client.post(f"{path}/recheck", headers=alice.headers), 422, "image_url_not_image"
     )
-    assert (await client.get(path)).json() == image
+    _assert_kept_with_failures(image, (await client.get(path)).json(), 1, "image_url_not_image")
     del allowed.routes["/replaced"]
     assert_error(
         await client.post(f"{path}/recheck", headers=alice.headers), 422, "image_url_bad_status"
     )
-    assert (await client.get(path)).json() == image
+    _assert_kept_with_failures(image, (await client.get(path)).json(), 2, "image_url_bad_status")
 
 
 async def test_recheck_is_for_the_owner_and_admins(

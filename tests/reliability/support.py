@@ -3,6 +3,7 @@ on loopback, a throwaway PostgreSQL cluster the tests may stop, and a misbehavin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import os
@@ -16,33 +17,27 @@ from collections.abc import Callable, Iterator
 from glob import glob
 from pathlib import Path
 
-import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from app.images.fetcher import ImageTransport
 
-class LoopbackOnlyTransport(httpx.AsyncBaseTransport):
-    """Sends only to IP literals in 127.0.0.0/8 or ::1; anything else is refused before a
-    name is resolved or a packet is sent, as if the host were unreachable."""
+
+class LoopbackOnlyTransport(ImageTransport):
+    """Connects only to 127.0.0.0/8 or ::1; anything else is refused before a packet is
+    sent, as if the host were unreachable."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        super().__init__()
         self.refused: list[str] = []
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.scheme in ("http", "https"):
-            try:
-                loopback = ipaddress.ip_address(request.url.host).is_loopback
-            except ValueError:
-                loopback = False
-            if not loopback:
-                self.refused.append(str(request.url))
-                raise httpx.ConnectError("refused: not a loopback address", request=request)
-        # Other schemes reach the real transport, which refuses them without connecting.
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def connect(
+        self, address: str, port: int, *, tls_server_name: str | None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not ipaddress.ip_address(address).is_loopback:
+            self.refused.append(f"{address}:{port}")
+            raise ConnectionRefusedError("refused: not a loopback address")
+        return await super().connect(address, port, tls_server_name=tls_server_name)
 
 
 def free_port() -> int:

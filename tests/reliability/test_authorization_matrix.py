@@ -133,6 +133,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     # Admin-wide images
     ("GET", "/images"): Row(401, 403, 403, 200),
     ("DELETE", "/images"): Row(401, 403, 403, 204),
+    ("GET", "/images/health"): Row(401, 403, 403, 200),
     # FastAPI's own documentation routes are public.
     ("GET", "/openapi.json"): Row(200, 200, 200, 200),
     ("GET", "/docs"): Row(200, 200, 200, 200),

@@ -1,0 +1,488 @@
+"""Scheduled rechecks: every stored image is checked again when its due time comes.
+
+The images table is the schedule (`due_at`, indexed); no queue is needed. A worker claims
+a batch of due images in one atomic statement (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so
+any number of workers share the due images without taking one twice; SQLite: one
+`UPDATE ... RETURNING`), which moves each claimed image's due time to the end of the
+worker's lease and marks it with the claim's random token. The outcome of a check is stored
+only while that claim is still the image's: a deletion, a URL change or a manual recheck
+meanwhile voids it, so a late outcome stores nothing. A worker killed mid-batch loses
+nothing either: its images come due again when their lease runs out.
+
+Politeness: at most `RECHECK_CONCURRENCY` checks in flight per worker, and
+`RECHECK_PER_HOST_CONCURRENCY` per image host name; a host that answers 429/503 with
+`Retry-After` is left alone that long (its images are postponed, counting no failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import Table, Update, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker, utcnow
+from app.images.checker import CheckedImage, ImageChecker, Validators
+from app.images.errors import ImageCheckFailed, ImageHostBusy
+from app.images.fetcher import Resolver, SystemResolver, create_image_transport
+from app.images.link_health import (
+    RecheckPolicy,
+    checked_values,
+    content_changed,
+    failed_values,
+    healthy_values,
+)
+from app.images.models import Image
+
+logger = logging.getLogger(__name__)
+
+OutcomeHook = Callable[[str], None]
+ContentChangedHook = Callable[[int, CheckedImage], Awaitable[None]]
+
+# Outcomes of one claimed image, as counted per pass and in `gallery_image_rechecks_total`:
+# `ok`, `changed` (ok, with new bytes), `not_modified` (a 304), a check's error code (a
+# failure), `image_host_busy` (the host asked to wait: postponed, no failure), `postponed`
+# (its host asked earlier), `discarded` (deleted or changed meanwhile: nothing stored),
+# `released` (the worker is stopping), `lease_expired`, `error` (a bug; retried later).
+FAILURE_FREE_OUTCOMES = frozenset(
+    {"ok", "changed", "not_modified", "image_host_busy", "postponed", "discarded", "released"}
+)
+# Statements per write transaction: outcomes finishing together are stored together.
+MAX_WRITES_PER_TRANSACTION = 200
+# How long an idle worker sleeps at most before looking for due images again (images
+# created by other processes may come due sooner than the earliest it saw).
+MAX_IDLE_SECONDS = 5.0
+MAX_ERROR_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedImage:
+    """An image a worker holds the claim on, with what its check needs."""
+
+    id: int
+    image_url: str
+    etag: str | None
+    last_modified: str | None
+    fingerprint: str | None
+    failure_count: int
+    claim: str
+    lease_ends: float  # loop time
+
+
+@dataclass
+class RecheckPassResult:
+    """What one pass did: images claimed, and how many ended with each outcome."""
+
+    claimed: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def checked(self) -> int:
+        """Checks that completed and were stored (ok, changed, 304 or a failure)."""
+        return sum(
+            count
+            for outcome, count in self.outcomes.items()
+            if outcome in ("ok", "changed", "not_modified") or outcome.startswith("image_url_")
+        )
+
+
+def host_of(url: str) -> str:
+    """The host name politeness is counted by (lower-cased; the URL was normalised)."""
+    try:
+        return httpx.URL(url).host.lower()
+    except (httpx.InvalidURL, ValueError, TypeError):
+        return ""
+
+
+class HostSlots:
+    """At most `per_host` holders per host name at once; a host's semaphore exists only
+    while someone holds or waits for it."""
+
+    def __init__(self, per_host: int) -> None:
+        self._per_host = per_host
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, host: str) -> AsyncIterator[None]:
+        semaphore, users = self._slots.get(host) or (asyncio.Semaphore(self._per_host), 0)
+        self._slots[host] = (semaphore, users + 1)
+        try:
+            async with semaphore:
+                yield
+        finally:
+            semaphore, users = self._slots[host]
+            if users <= 1:
+                del self._slots[host]
+            else:
+                self._slots[host] = (semaphore, users - 1)
+
+
+class _GroupedWrites:
+    """Stores outcomes in as few transactions as they allow: statements that arrive while a
+    transaction runs go together into the next one (at most `MAX_WRITES_PER_TRANSACTION`)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._queue: list[tuple[Update, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def store(self, statement: Update) -> bool:
+        """Run `statement` in a write transaction; whether it matched a row."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((statement, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_WRITES_PER_TRANSACTION]
+            del self._queue[:MAX_WRITES_PER_TRANSACTION]
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    counts = [
+                        int(getattr(await session.execute(statement), "rowcount", 0))
+                        for statement, _ in batch
+                    ]
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), count in zip(batch, counts, strict=True):
+                if not future.done():
+                    future.set_result(count > 0)
+
+
+class Rechecker:
+    """Runs rechecks for one process: `run_pass` once (`gallery recheck --due`), or `run`
+    until stopped (`gallery worker`, and `gallery serve` with RECHECK_IN_PROCESS)."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        checker: ImageChecker,
+        settings: Settings,
+        *,
+        on_outcome: OutcomeHook | None = None,
+        on_content_changed: ContentChangedHook | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._checker = checker
+        self._policy = RecheckPolicy.from_settings(settings)
+        self._concurrency = settings.recheck_concurrency
+        self._lease_seconds = settings.recheck_lease_seconds
+        self._check_seconds = settings.image_fetch_timeout
+        self._skip_locked = not settings.is_sqlite
+        self._slots = asyncio.Semaphore(settings.recheck_concurrency)
+        self._hosts = HostSlots(settings.recheck_per_host_concurrency)
+        self._writes = _GroupedWrites(sessionmaker)
+        # Hosts that asked (429/503 + Retry-After) not to be called before a time.
+        self._busy_until: dict[str, datetime] = {}
+        self._on_outcome = on_outcome
+        self._on_content_changed = on_content_changed
+
+    async def run_pass(self, *, stop: asyncio.Event | None = None) -> RecheckPassResult:
+        """Check every image due when the pass starts, once, then return. Images that come
+        due during the pass (a failure's quick retry) wait for the next pass, so a pass
+        always ends. When `stop` is set, claimed images not yet checked are released."""
+        stop = stop or asyncio.Event()
+        result = RecheckPassResult()
+        due_before = utcnow()
+        self._forget_quiet_hosts(due_before)
+        # Claimed ahead of the checks so slots never wait for a claim, but not so far ahead
+        # that a slow host keeps claimed images waiting until their lease runs out.
+        batch_size = self._concurrency * 2
+        tasks: set[asyncio.Task[None]] = set()
+        exhausted = False
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                room = batch_size - len(tasks)
+                if not exhausted and not stop.is_set() and room >= self._concurrency:
+                    claimed = await self._claim(room, due_before)
+                    result.claimed += len(claimed)
+                    # Fewer than asked: every other due image is claimed (by us or others).
+                    exhausted = len(claimed) < room
+                    for image in claimed:
+                        tasks.add(asyncio.create_task(self._recheck(image, result, stop)))
+                if not tasks:
+                    break
+                # Once stopping, only the checks are waited for (a done waiter would spin).
+                waiters = [*tasks] if stopping.done() else [*tasks, stopping]
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                tasks -= done
+                for task in done:
+                    if task is not stopping and not task.cancelled() and task.exception():
+                        logger.error("recheck task failed", exc_info=task.exception())
+        finally:
+            stopping.cancel()
+            if tasks:
+                # Cancelled from outside: what was claimed comes due again with its lease.
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run passes until `stop` is set; between them, sleep until the next image is due
+        (at most `MAX_IDLE_SECONDS`). Database outages are logged and waited out."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                result = await self.run_pass(stop=stop)
+                delay = 0.0 if result.claimed else await self._idle_seconds()
+                failures = 0
+                if result.claimed:
+                    logger.info(
+                        "recheck pass: %d claimed, %s",
+                        result.claimed,
+                        ", ".join(
+                            f"{name} {count}" for name, count in sorted(result.outcomes.items())
+                        ),
+                    )
+            except Exception:
+                failures += 1
+                delay = min(2.0 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)
+                logger.exception("recheck pass failed; retrying in %.0f s", delay)
+            if delay > 0:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _idle_seconds(self) -> float:
+        async with self._sessionmaker() as session:
+            next_due = (await session.execute(select(func.min(Image.due_at)))).scalar()
+        limit = min(MAX_IDLE_SECONDS, self._policy.interval_seconds)
+        if next_due is None:
+            return limit
+        return max(0.05, min((next_due - utcnow()).total_seconds(), limit))
+
+    def _forget_quiet_hosts(self, now: datetime) -> None:
+        for host, until in list(self._busy_until.items()):
+            if until <= now:
+                del self._busy_until[host]
+
+    async def _claim(self, limit: int, due_before: datetime) -> list[ClaimedImage]:
+        """Claim up to `limit` images due by `due_before`, oldest due first, atomically."""
+        token = secrets.token_hex(16)
+        now = utcnow()
+        lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+        candidates = (
+            select(Image.id)
+            .where(Image.due_at <= min(due_before, now))
+            .order_by(Image.due_at)
+            .limit(limit)
+        )
+        statement = update(Image)
+        if self._skip_locked:
+            # Rows another worker is claiming right now are skipped, not waited for.
+            chosen = candidates.with_for_update(skip_locked=True).cte("due")
+            statement = statement.where(Image.id == chosen.c.id)
+        else:
+            # SQLite runs one write statement at a time: the statement is the claim.
+            statement = statement.where(Image.id.in_(candidates.scalar_subquery()))
+        statement = statement.values(
+            due_at=now + timedelta(seconds=self._lease_seconds),
+            recheck_claim=token,
+            updated_at=Image.updated_at,  # a claim is no change to the image
+        ).returning(
+            Image.id,
+            Image.image_url,
+            Image.etag,
+            Image.last_modified,
+            Image.fingerprint,
+            Image.failure_count,
+        )
+        async with self._sessionmaker() as session, session.begin():
+            rows = (
+                await session.execute(statement, execution_options={"synchronize_session": False})
+            ).all()
+        return [
+            ClaimedImage(
+                id=row.id,
+                image_url=row.image_url,
+                etag=row.etag,
+                last_modified=row.last_modified,
+                fingerprint=row.fingerprint,
+                failure_count=row.failure_count,
+                claim=token,
+                lease_ends=lease_ends,
+            )
+            for row in rows
+        ]
+
+    async def _recheck(
+        self, image: ClaimedImage, result: RecheckPassResult, stop: asyncio.Event
+    ) -> None:
+        outcome = await self._check_and_store(image, stop)
+        result.outcomes[outcome] += 1
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    async def _check_and_store(self, image: ClaimedImage, stop: asyncio.Event) -> str:
+        host = host_of(image.image_url)
+        if self._host_is_busy(host):
+            return await self._postpone(image, self._busy_until[host], "postponed")
+        validators = None
+        if image.etag or image.last_modified:
+            validators = Validators(etag=image.etag, last_modified=image.last_modified)
+        async with self._hosts.hold(host), self._slots:
+            if stop.is_set():
+                return await self._postpone(image, utcnow(), "released")
+            if asyncio.get_running_loop().time() + self._check_seconds + 1 > image.lease_ends:
+                # Its lease may end before the check does, and another worker may take it:
+                # left alone, it comes due again when the lease runs out.
+                return "lease_expired"
+            if self._host_is_busy(host):
+                return await self._postpone(image, self._busy_until[host], "postponed")
+            try:
+                checked = await self._checker.check(image.image_url, validators=validators)
+            except ImageHostBusy as busy:
+                until = utcnow() + timedelta(seconds=self._busy_wait(busy.retry_after_seconds))
+                self._busy_until[host] = max(until, self._busy_until.get(host, until))
+                return await self._postpone(image, until, "image_host_busy")
+            except ImageCheckFailed as failed:
+                return await self._store_failure(image, failed.code)
+            except Exception:
+                logger.exception("recheck of image %s failed unexpectedly", image.id)
+                return await self._postpone(
+                    image, utcnow() + timedelta(seconds=self._policy.retry_seconds), "error"
+                )
+        if isinstance(checked, CheckedImage):
+            return await self._store_checked(image, checked)
+        now = utcnow()
+        stored = await self._writes.store(
+            self._guarded(image).values(
+                **healthy_values(self._policy, now), checked_at=now, updated_at=Image.updated_at
+            )
+        )
+        return "not_modified" if stored else "discarded"
+
+    def _host_is_busy(self, host: str) -> bool:
+        until = self._busy_until.get(host)
+        return until is not None and until > utcnow()
+
+    def _busy_wait(self, retry_after: float) -> float:
+        """How long a busy host is left alone: what it asked, at least the retry delay of a
+        failure (a host cannot ask to be called in a loop) and at most one interval (nor
+        to be forgotten)."""
+        return min(
+            max(retry_after, self._policy.retry_seconds), float(self._policy.interval_seconds)
+        )
+
+    def _guarded(self, image: ClaimedImage) -> Update:
+        """An UPDATE of the image that matches only while this worker's claim holds and
+        the URL is the one checked."""
+        # On the table, not the mapped class: an ORM-enabled UPDATE costs about a third
+        # more CPU per statement, and these statements are a recheck's largest cost.
+        images = cast(Table, Image.__table__)
+        return update(images).where(
+            images.c.id == image.id,
+            images.c.recheck_claim == image.claim,
+            images.c.image_url == image.image_url,
+        )
+
+    async def _postpone(self, image: ClaimedImage, until: datetime, outcome: str) -> str:
+        stored = await self._writes.store(
+            self._guarded(image).values(
+                due_at=until, recheck_claim=None, updated_at=Image.updated_at
+            )
+        )
+        return outcome if stored else "discarded"
+
+    async def _store_failure(self, image: ClaimedImage, code: str) -> str:
+        values = failed_values(self._policy, utcnow(), image.failure_count + 1, code)
+        stored = await self._writes.store(
+            self._guarded(image).values(**values, updated_at=Image.updated_at)
+        )
+        if (
+            stored
+            and values["status"] == "broken"
+            and image.failure_count + 1 == (self._policy.broken_after)
+        ):
+            logger.info("image %s is now broken (%s)", image.id, code)
+        return code if stored else "discarded"
+
+    async def _store_checked(self, image: ClaimedImage, checked: CheckedImage) -> str:
+        now = utcnow()
+        changed = content_changed(image.fingerprint, checked)
+        values: dict[str, Any] = {
+            **checked_values(checked),
+            **healthy_values(self._policy, now),
+            "updated_at": now if changed else Image.updated_at,
+        }
+        if changed:
+            values["content_changed_at"] = now
+        stored = await self._writes.store(self._guarded(image).values(**values))
+        if not stored:
+            return "discarded"
+        if changed:
+            await self._content_changed(image.id, checked)
+            return "changed"
+        return "ok"
+
+    async def _content_changed(self, image_id: int, checked: CheckedImage) -> None:
+        """The one place where a recheck that found new bytes is handled, after they are
+        stored (type, size, dimensions, `content_changed_at`). Derived data, such as
+        thumbnails, is refreshed from here through the `on_content_changed` hook."""
+        if self._on_content_changed is None:
+            return
+        try:
+            await self._on_content_changed(image_id, checked)
+        except Exception:
+            logger.exception("content-changed handling of image %s failed", image_id)
+
+
+@asynccontextmanager
+async def rechecks_in_background(rechecker: Rechecker) -> AsyncIterator[None]:
+    """Run `rechecker` in a task while the context is open (`gallery serve`'s lifespan);
+    on exit, stop it: running checks finish, claimed images not yet checked are released."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(rechecker.run(stop), name="rechecks")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@asynccontextmanager
+async def open_rechecker(
+    settings: Settings,
+    *,
+    resolver: Resolver | None = None,
+    on_check: OutcomeHook | None = None,
+    on_outcome: OutcomeHook | None = None,
+) -> AsyncIterator[Rechecker]:
+    """A `Rechecker` with its own engine, transport and resolver, for the command line
+    (`gallery worker`, `gallery recheck --due`); everything is released on exit.
+    `on_check` receives each URL check's outcome, `on_outcome` each recheck's."""
+    async with AsyncExitStack() as cleanup:
+        engine = create_engine(settings)
+        cleanup.push_async_callback(engine.dispose)
+        transport = create_image_transport(settings)
+        cleanup.push_async_callback(transport.aclose)
+        if resolver is None:
+            system_resolver = SystemResolver(min(settings.image_fetch_concurrency, 32))
+            cleanup.callback(system_resolver.close)
+            resolver = system_resolver
+        checker = ImageChecker(transport, settings, resolver, on_outcome=on_check)
+        yield Rechecker(create_sessionmaker(engine), checker, settings, on_outcome=on_outcome)
+
+
+async def run_recheck_pass(
+    settings: Settings, *, resolver: Resolver | None = None
+) -> RecheckPassResult:
+    """One pass over the images due now, with resources of its own (`gallery recheck --due`)."""
+    async with open_rechecker(settings, resolver=resolver) as rechecker:
+        return await rechecker.run_pass()
