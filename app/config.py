@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # A turn costs at most one outbound connection and a 64 KiB window.
     image_fetch_concurrency: int = Field(default=128, ge=1, le=1024)
     image_sniff: bool = True
+    # How long a private image's signed `raw_url`/`thumbnail_url` may be used, at most: URLs
+    # are issued in windows of a quarter of this, so each lives 3/4 of it to all of it.
+    media_url_expire_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
