@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     thumbnail_memory_limit_mb: int = Field(default=1024, ge=128, le=65536)
     # Make every size of a new image's thumbnail in the background right after its 201.
     thumbnail_on_create: bool = True
+    # How long a private image's signed `raw_url`/`thumbnail_url` may be used, at most: URLs
+    # are issued in windows of a quarter of this, so each lives 3/4 of it to all of it.
+    media_url_expire_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 

@@ -22,6 +22,7 @@ from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import document_common_responses, install_error_handlers
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
+from app.images.media_urls import MediaSigner, MediaUrls
 from app.images.router import router as images_router
 from app.limits import BodySizeLimit
 from app.mail import Mailer
@@ -128,6 +129,9 @@ def create_app(
             app.state.password_hasher = password_hasher
             app.state.token_service = TokenService(settings, secret_key)
             app.state.cursor_codec = CursorCodec(secret_key.encode())
+            app.state.media_urls = MediaUrls(
+                MediaSigner(secret_key, settings.media_url_expire_seconds)
+            )
             app.state.rate_limiter = RateLimiter(settings)
             app.state.mailer = Mailer(settings)
             app.state.metrics = metrics

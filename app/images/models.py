@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntId, UTCDateTime, utcnow
+from app.images.visibility import Visibility
 
 
 class Image(Base):
@@ -17,6 +26,7 @@ class Image(Base):
         UniqueConstraint("user_id", "image_url"),
         # A gallery is listed newest first by id: (user_id, id) serves it as a range scan.
         Index("ix_images_user_id_id", "user_id", "id"),
+        CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -28,6 +38,10 @@ class Image(Base):
     # What the last URL check read from the image's bytes; unknown when it could not tell.
     width: Mapped[int | None] = mapped_column(Integer, default=None)
     height: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Visibility values; stored as plain text so a new value needs no enum type migration.
+    visibility: Mapped[str] = mapped_column(
+        String(16), default=Visibility.PUBLIC.value, server_default=Visibility.PUBLIC.value
+    )
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
