@@ -150,7 +150,10 @@ class OriginalResponse(Response):
                             "status": 200,
                             "headers": [
                                 (b"content-type", sniffed.content_type.encode("ascii")),
-                                *((k.lower().encode(), v.encode()) for k, v in PROXY_HEADERS.items()),
+                                *(
+                                    (k.lower().encode(), v.encode())
+                                    for k, v in PROXY_HEADERS.items()
+                                ),
                             ],
                         }
                     )

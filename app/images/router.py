@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from app.accounts.dependencies import AdminUser, CurrentUser
 from app.db import SessionDep
@@ -12,6 +12,7 @@ from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPat
 from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
 from app.images import service
 from app.images.errors import IMAGE_CHECK_ERRORS
+from app.images.media_router import ThumbnailMakerDep
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
 from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
@@ -56,10 +57,15 @@ async def create_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     actor: CurrentUser,
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
 ) -> Image:
     """Add an image URL to the user's gallery (owner or admin). The server first checks
-    that the URL is safe to fetch and that its bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, actor, user_id, body)
+    that the URL is safe to fetch and that its bytes are an image of an allowed type; its
+    thumbnails are made in the background after the answer."""
+    image = await service.create_image(session, checker, actor, user_id, body)
+    background.add_task(thumbnails.schedule, image.id)  # runs once the 201 is sent
+    return image
 
 
 @router.get(
@@ -88,9 +94,15 @@ async def update_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     actor: CurrentUser,
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
 ) -> Image:
-    """Change an image's title or URL (owner or admin); a new URL is checked again."""
-    return await service.update_image(session, checker, actor, user_id, image_id, body)
+    """Change an image's title or URL (owner or admin); a new URL is checked again and
+    the image's thumbnails are made again from it."""
+    image = await service.update_image(session, checker, actor, user_id, image_id, body)
+    if body.image_url is not None:
+        background.add_task(thumbnails.schedule, image.id)
+    return image
 
 
 @router.post(

@@ -14,6 +14,7 @@ from app.errors import Conflict, Forbidden, NotFound
 from app.images.checker import CheckedImage, ImageChecker
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
+from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.users.models import User
@@ -201,6 +202,7 @@ async def update_image(
             checked = await checker.check(url)
             for name, value in _metadata(checked).items():
                 setattr(image, name, value)
+            await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
     image.updated_at = utcnow()

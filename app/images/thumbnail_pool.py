@@ -85,7 +85,8 @@ class _Worker:
 
     async def run(self, header: dict[str, object], data: bytes) -> Rendered:
         stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
+        assert stdin is not None
+        assert stdout is not None
         self.jobs += 1
         try:
             stdin.write(_frame(json.dumps(header).encode()) + _frame(data))

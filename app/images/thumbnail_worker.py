@@ -54,9 +54,7 @@ class TooManyPixels(Exception):
 
 
 def _target_mode(image: Image.Image) -> str:
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or ("transparency" in image.info)
     return "RGBA" if has_alpha else "RGB"
 
 
