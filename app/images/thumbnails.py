@@ -167,9 +167,10 @@ class ThumbnailMaker:
         await end_read_transaction(session)
         return await self._single_flight(source, size, _original_loader(self, source), 0)
 
-    def schedule(self, image_id: int) -> None:
+    async def schedule(self, image_id: int) -> None:
         """Make every size of the image's thumbnails in the background, soon; returns at
-        once. Called after the response that created or changed the image was sent."""
+        once. Called after the response that created or changed the image was sent (async
+        only so that a FastAPI background task runs it on the loop, not in a thread)."""
         if not self._settings.thumbnail_on_create:
             return
         if self._closed or self._background_jobs >= MAX_BACKGROUND_JOBS:

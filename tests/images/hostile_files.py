@@ -19,6 +19,13 @@ def jpeg(size: tuple[int, int], colour: tuple[int, int, int] = (200, 30, 30)) ->
     return buffer.getvalue()
 
 
+def noisy_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG of noise: about as many bytes as a photo of its size."""
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 60).convert("RGB").save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def png(size: tuple[int, int], mode: str = "RGB") -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, size).save(buffer, "PNG")

@@ -100,7 +100,7 @@ def test_file_is_only_read_by_the_decoder_of_its_sniffed_type() -> None:
     with pytest.raises(UnidentifiedImageError):
         render_thumbnail(data, "JPEG", 256, MAX_PIXELS)
     # JPEG's signature with a PNG behind it: the JPEG decoder fails, no PNG decoder looks.
-    with pytest.raises(OSError, match="Truncated|not identify|broken"):
+    with pytest.raises(OSError, match=r"Truncated|not identify|broken"):
         render_thumbnail(hostile_files.jpeg_signature_png_body(), "JPEG", 256, MAX_PIXELS)
 
 
