@@ -89,7 +89,7 @@ def make_photo(path: Path) -> int:
 
 def measure(python: str, library: str, photo: Path, count: int, size: int) -> dict[str, Any]:
     env = {**os.environ, "BENCH_ROOT": str(ROOT), "VIPS_CONCURRENCY": "1"}
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
         [python, "-c", textwrap.dedent(_MEASURE), str(photo), str(count), str(size), library],
         capture_output=True,
         text=True,
