@@ -46,7 +46,8 @@ from app.images.thumbnail_worker import PILLOW_FORMATS
 
 logger = logging.getLogger(__name__)
 
-# Requests that wait for a thumbnail go before thumbnails made in the background.
+# Requests that wait for a thumbnail go before thumbnails made in the background, and the
+# background's smallest size before its larger ones.
 REQUEST_PRIORITY = 0
 BACKGROUND_PRIORITY = 1
 # Background jobs waiting or running at once; beyond this a new image's thumbnails are made
@@ -143,6 +144,10 @@ class ThumbnailMaker:
         self._in_flight: dict[tuple[int, int], asyncio.Task[StoredThumbnail]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._background_jobs = 0
+        # Background jobs whose smallest size is not made yet; larger sizes wait for none.
+        self._small_jobs = 0
+        self._no_small_jobs = asyncio.Event()
+        self._no_small_jobs.set()
         self._background_turns = asyncio.Semaphore(settings.thumbnail_worker_count)
         self._closed = False
         self.made = 0  # thumbnails this process made (stored or not): for tests and metrics
@@ -165,7 +170,9 @@ class ThumbnailMaker:
         source = ThumbnailSource.of(image)
         # No connection is held while the original is fetched and decoded.
         await end_read_transaction(session)
-        return await self._single_flight(source, size, _original_loader(self, source), 0)
+        return await self._single_flight(
+            source, size, _original_loader(self, source), REQUEST_PRIORITY
+        )
 
     async def schedule(self, image_id: int) -> None:
         """Make every size of the image's thumbnails in the background, soon; returns at
@@ -176,6 +183,8 @@ class ThumbnailMaker:
         if self._closed or self._background_jobs >= MAX_BACKGROUND_JOBS:
             return
         self._background_jobs += 1
+        self._small_jobs += 1
+        self._no_small_jobs.clear()
         self._track(asyncio.create_task(self._make_all(image_id)))
 
     async def close(self) -> None:
@@ -284,22 +293,43 @@ class ThumbnailMaker:
             await session.execute(statement)
 
     async def _make_all(self, image_id: int) -> None:
+        """The smallest size first (what a gallery shows); the larger sizes only once no
+        image waits for its smallest, so a page of new images is never queued behind the
+        large thumbnails of the images before it."""
+        smallest, *larger = self.sizes
         try:
-            async with self._background_turns:
-                async with self._sessionmaker() as session:
-                    image = await session.get(Image, image_id)
-                if image is None:
-                    return
-                source = ThumbnailSource.of(image)
-                load = _original_loader(self, source)
-                for size in self.sizes:
-                    await self._single_flight(source, size, load, BACKGROUND_PRIORITY)
+            try:
+                source = await self._background_sizes(
+                    image_id, None, [smallest], BACKGROUND_PRIORITY
+                )
+            finally:
+                self._small_jobs -= 1
+                if self._small_jobs == 0:
+                    self._no_small_jobs.set()
+            if source is not None and larger:
+                await self._no_small_jobs.wait()
+                await self._background_sizes(image_id, source, larger, BACKGROUND_PRIORITY + 1)
         except AppError as exc:
             logger.info("thumbnails of image %d not made now: %s", image_id, exc.code)
         except Exception:
             logger.exception("thumbnails of image %d failed", image_id)
         finally:
             self._background_jobs -= 1
+
+    async def _background_sizes(
+        self, image_id: int, source: ThumbnailSource | None, sizes: list[int], priority: int
+    ) -> ThumbnailSource | None:
+        async with self._background_turns:
+            if source is None:
+                async with self._sessionmaker() as session:
+                    image = await session.get(Image, image_id)
+                if image is None:
+                    return None
+                source = ThumbnailSource.of(image)
+            load = _original_loader(self, source)  # one fetch for these sizes
+            for size in sizes:
+                await self._single_flight(source, size, load, priority)
+        return source
 
 
 async def _or_verdict(load: Callable[[], Awaitable[Original]]) -> Original | StoredThumbnail:
