@@ -205,3 +205,14 @@ async def test_admin_image_listing_costs_at_most_two_queries(
     )
     _assert_within_budget(filtered, statements)
     assert len(filtered.json()["items"]) == 3
+
+
+@pytest.mark.parametrize("viewer", [None, "alice", "bob"])
+async def test_gallery_page_costs_at_most_two_queries(
+    app: FastAPI, client: httpx.AsyncClient, gallery: dict[str, Any], viewer: str | None
+) -> None:
+    await _seed_images(app, gallery["alice"], 1, "private")
+    account = gallery[viewer] if viewer else None
+    response, statements = await _get_counted(app, client, "/u/alice", account)
+    _assert_within_budget(response, statements)
+    assert response.text.count("<img ") == len(gallery["image_ids"])

@@ -130,6 +130,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/health/ready"): Row(200, 200, 200, 200),
     ("GET", "/metrics"): Row(200, 200, 200, 200),
     ("GET", "/docs/assets/{name}"): Row(200, 200, 200, 200),
+    # The gallery page: public images only, whoever asks (tests/gallery/test_page.py).
+    ("GET", "/u/{username}"): Row(200, 200, 200, 200),
     # Admin-wide images
     ("GET", "/images"): Row(401, 403, 403, 200),
     ("DELETE", "/images"): Row(401, 403, 403, 204),
@@ -259,7 +261,10 @@ async def _run_matrix(
                 if listing.status_code == 404:
                     image_id = world.image_id = await _fresh_image(ctx, visibility)
             path = template.format(
-                user_id=world.owner.id, image_id=image_id, name="swagger-init.js"
+                user_id=world.owner.id,
+                image_id=image_id,
+                name="swagger-init.js",
+                username=world.owner.username,
             )
             kwargs: dict[str, Any] = {"headers": headers[actor]}
             if row.body is not None:
