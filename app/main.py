@@ -24,8 +24,11 @@ from app.gallery.pages import GalleryPages
 from app.gallery.router import router as gallery_router
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
+from app.images.media_router import router as media_router
 from app.images.media_urls import MediaSigner, MediaUrls
 from app.images.router import router as images_router
+from app.images.thumbnail_pool import ThumbnailPool
+from app.images.thumbnails import ThumbnailMaker
 from app.limits import BodySizeLimit
 from app.mail import Mailer
 from app.ops.docs import docs_router
@@ -144,6 +147,18 @@ def create_app(
                 resolver,
                 on_outcome=metrics.observe_image_check if metrics else None,
             )
+            thumbnail_pool = ThumbnailPool(
+                settings.thumbnail_worker_count,
+                timeout=settings.thumbnail_timeout,
+                memory_limit=settings.thumbnail_memory_limit_mb * 1024 * 1024,
+                max_input=settings.image_proxy_max_bytes,
+            )
+            cleanup.push_async_callback(thumbnail_pool.close)
+            app.state.thumbnails = ThumbnailMaker(
+                settings, app.state.sessionmaker, app.state.image_checker, thumbnail_pool
+            )
+            # Closed first: background makings end before the pool, transport and engine.
+            cleanup.push_async_callback(app.state.thumbnails.close)
             if metrics is not None:
                 metrics.watch_pool(engine)
             await _bootstrap_admin(app, settings)
@@ -171,6 +186,7 @@ def create_app(
     app.include_router(accounts_router)
     app.include_router(users_router)
     app.include_router(images_router)
+    app.include_router(media_router)
     app.include_router(gallery_router)
     app.include_router(ops_router)
     if metrics is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import Message
@@ -185,6 +186,30 @@ class ImageChecker:
             raise
         self._report("ok")
         return checked
+
+    @property
+    def allowed_types(self) -> frozenset[str]:
+        """The image types (`IMAGE_ALLOWED_TYPES`) the server accepts."""
+        return self._allowed_types
+
+    @asynccontextmanager
+    async def fetch_session(self) -> AsyncIterator[FetchSession]:
+        """A session for fetching an image's bytes by the check's rules (every SSRF rule,
+        judged addresses, redirects judged again) that holds one of the shared turns, under
+        one deadline (`IMAGE_FETCH_TIMEOUT`) covering the wait, every request and the body
+        read inside the block. Running out of time raises `ImageUrlUnreachable`."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            async with asyncio.timeout_at(deadline), self._slots:
+                yield FetchSession(
+                    transport=self._transport,
+                    resolver=self._resolver,
+                    policy=self._policy,
+                    redirects_left=self._max_redirects,
+                    deadline=deadline,
+                )
+        except TimeoutError as exc:
+            raise ImageUrlUnreachable() from exc
 
     def _report(self, outcome: str) -> None:
         if self._on_outcome is not None:

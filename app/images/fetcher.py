@@ -8,9 +8,9 @@ import functools
 import ipaddress
 import socket
 import ssl
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -122,6 +122,22 @@ class FetchSession:
         read_limit: int = 0,
     ) -> Fetched:
         """Send `method` to `url`, following redirects; read at most `read_limit` bytes."""
+        async with self.stream(method, url, headers=headers) as (final_url, response):
+            body, complete = b"", True
+            if read_limit > 0:
+                try:
+                    body, complete = await _read_window(response, read_limit)
+                except httpx.TransportError as exc:
+                    raise ImageUrlUnreachable() from exc
+            return Fetched(final_url, response.status_code, response.headers, body, complete)
+
+    @asynccontextmanager
+    async def stream(
+        self, method: str, url: httpx.URL, *, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[tuple[httpx.URL, httpx.Response]]:
+        """Send `method` to `url`, following redirects, and hand over the final URL and
+        response with its body unread; the caller reads it (`aiter_raw`, within this
+        session's deadline) and the response is closed when the block ends."""
         self._visited.add(str(url))
         while True:
             response = await self._send(method, url, headers or {})
@@ -130,12 +146,8 @@ class FetchSession:
                 if response.status_code in REDIRECT_STATUSES and location:
                     url = self._next_hop(url, location)
                     continue
-                body, complete = b"", True
-                if read_limit > 0:
-                    body, complete = await _read_window(response, read_limit)
-                return Fetched(url, response.status_code, response.headers, body, complete)
-            except httpx.TransportError as exc:
-                raise ImageUrlUnreachable() from exc
+                yield url, response
+                return
             finally:
                 await response.aclose()
 

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
@@ -45,3 +46,28 @@ class Image(Base):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Thumbnail(Base):
+    """One size of an image's thumbnail (WebP), or why it cannot be made.
+
+    Stored in the database so every replica serves what one of them made. A row is made once
+    per image content and size (the primary key decides between simultaneous makers), goes
+    with its image (ON DELETE CASCADE), and is deleted when the image's bytes may have changed
+    (`app.images.thumbnails.invalidate_thumbnails`). A file no decoder accepts keeps a row
+    with its `error_code` and no bytes, so it is not fetched and decoded again on every view.
+    """
+
+    __tablename__ = "thumbnails"
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The ETag: a hash of `content`, or of the error for a row without bytes.
+    etag: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

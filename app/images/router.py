@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
 from app.db import SessionDep
@@ -19,6 +19,7 @@ from app.errors import (
 from app.images import service
 from app.images.errors import IMAGE_CHECK_ERRORS
 from app.images.media_access import MediaUrlsDep
+from app.images.media_router import ThumbnailMakerDep
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
 from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users.service import UserNotFound
@@ -73,11 +74,16 @@ async def create_image(
     checker: ImageCheckerDep,
     media_urls: MediaUrlsDep,
     actor: CurrentUser,
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Add an image URL to the user's gallery (owner or admin), public unless `visibility`
     says `private`. The server first checks that the URL is safe to fetch and that its
-    bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, media_urls, actor, user_id, body)
+    bytes are an image of an allowed type; its thumbnails are made in the background after
+    the answer."""
+    image = await service.create_image(session, checker, media_urls, actor, user_id, body)
+    background.add_task(thumbnails.schedule, image["id"])  # runs once the 201 is sent
+    return image
 
 
 @router.get(
@@ -112,10 +118,15 @@ async def update_image(
     checker: ImageCheckerDep,
     media_urls: MediaUrlsDep,
     actor: CurrentUser,
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Change an image's title, visibility or URL (owner or admin); a new URL is checked
-    again."""
-    return await service.update_image(session, checker, media_urls, actor, user_id, image_id, body)
+    again and the image's thumbnails are made again from it."""
+    image = await service.update_image(session, checker, media_urls, actor, user_id, image_id, body)
+    if body.image_url is not None:
+        background.add_task(thumbnails.schedule, image["id"])
+    return image
 
 
 @router.post(

@@ -16,6 +16,7 @@ from app.images.checker import CheckedImage, ImageChecker
 from app.images.media_urls import MediaUrls
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
+from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.images.visibility import Visibility, may_see_private_images
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
@@ -259,6 +260,7 @@ async def update_image(
             checked = await checker.check(url)
             for name, value in _metadata(checked).items():
                 setattr(image, name, value)
+            await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
     if changes.visibility is not None:

@@ -56,6 +56,7 @@ class Row:
     admin: int
     body: Body | None = None
     form: bool = False
+    params: dict[str, str] | None = None  # query parameters of every call
     fresh_image: bool = False  # the cell needs an image of its own (it may delete it)
     ends_sessions: bool = False  # the cell signs the actor out: sign in again after it
     notes: str = field(default="", compare=False)
@@ -88,6 +89,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/users/{user_id}/images/{image_id}"): Row(401, 403, 204, 204, fresh_image=True),
     ("POST", "/users/{user_id}/images/{image_id}/recheck"): Row(401, 403, 200, 200),
+    # Media of a public image: anyone's.
+    ("GET", "/users/{user_id}/images/{image_id}/raw"): Row(200, 200, 200, 200),
+    ("GET", "/users/{user_id}/images/{image_id}/thumbnail"): Row(
+        200, 200, 200, 200, params={"size": "256"}
+    ),
     # Account lifecycle. Bodies carry bogus mailed tokens or a wrong password where a
     # successful call would destroy the actor's account.
     ("POST", "/accounts/refresh"): Row(
@@ -158,6 +164,11 @@ PRIVATE_MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/users/{user_id}/images/{image_id}"): Row(401, 403, 204, 204, fresh_image=True),
     ("POST", "/users/{user_id}/images/{image_id}/recheck"): Row(401, 403, 200, 200),
+    # Media without a signature (tests/images/test_media_access.py covers signatures).
+    ("GET", "/users/{user_id}/images/{image_id}/raw"): Row(404, 404, 200, 200),
+    ("GET", "/users/{user_id}/images/{image_id}/thumbnail"): Row(
+        404, 404, 200, 200, params={"size": "256"}
+    ),
 }
 
 
@@ -269,6 +280,8 @@ async def _run_matrix(
             kwargs: dict[str, Any] = {"headers": headers[actor]}
             if row.body is not None:
                 kwargs["json"] = row.body(ctx)
+            if row.params is not None:
+                kwargs["params"] = row.params
             expected = row.expected(actor)
             before = await _snapshot(app, ctx) if expected >= 400 else None
             response = await client.request(method, path, **kwargs)
