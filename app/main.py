@@ -20,6 +20,8 @@ from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.errors import document_common_responses, install_error_handlers
+from app.gallery.pages import GalleryPages
+from app.gallery.router import router as gallery_router
 from app.images.checker import ImageChecker
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.media_router import router as media_router
@@ -135,6 +137,7 @@ def create_app(
             app.state.media_urls = MediaUrls(
                 MediaSigner(secret_key, settings.media_url_expire_seconds)
             )
+            app.state.gallery_pages = GalleryPages()
             app.state.rate_limiter = RateLimiter(settings)
             app.state.mailer = Mailer(settings)
             app.state.metrics = metrics
@@ -184,6 +187,7 @@ def create_app(
     app.include_router(users_router)
     app.include_router(images_router)
     app.include_router(media_router)
+    app.include_router(gallery_router)
     app.include_router(ops_router)
     if metrics is not None:
         app.include_router(metrics_router)

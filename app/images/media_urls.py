@@ -17,7 +17,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -169,9 +169,8 @@ class MediaUrls:
     ) -> dict[str, str | int]:
         return {"expires": expires, "signature": self.signer.signature(subject, variant, expires)}
 
-    def attach(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add both URLs to each row in place (one expiry for the whole page); returns them."""
+    def attach(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Add both URLs to each row, in place (one expiry for the whole page)."""
         expires = self.signer.expiry()
         for row in rows:
             row.update(self.for_image(row, expires=expires))
-        return rows

@@ -6,19 +6,29 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
-from app.accounts.dependencies import AdminUser, CurrentUser
+from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
 from app.db import SessionDep
 from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
-from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
+from app.errors import (
+    AdminRequired,
+    InvalidInput,
+    InvalidToken,
+    NotAuthenticated,
+    error_responses,
+)
 from app.images import service
 from app.images.errors import IMAGE_CHECK_ERRORS
+from app.images.media_access import MediaUrlsDep
 from app.images.media_router import ThumbnailMakerDep
-from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
 from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users.service import UserNotFound
 
 router = APIRouter(tags=["images"])
+
+# Reads work signed out; signed in as the owner or an admin they also show private images.
+# FastAPI appends this to the bearer scheme's entry: "the token, or nothing".
+OPTIONAL_SIGN_IN: dict[str, Any] = {"security": [{}]}
 
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
@@ -35,13 +45,20 @@ _WRITE_ERRORS = error_responses(
     "/users/{user_id}/images",
     response_model=Page[ImageRead],
     summary="List a user's images",
-    responses=error_responses(UserNotFound, InvalidCursor),
+    openapi_extra=OPTIONAL_SIGN_IN,
+    responses=error_responses(InvalidToken, UserNotFound, InvalidCursor),
 )
 async def list_user_images(
-    user_id: UserIdPath, session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
+    user_id: UserIdPath,
+    session: SessionDep,
+    cursors: CursorCodecDep,
+    media_urls: MediaUrlsDep,
+    page: PageParamsDep,
+    viewer: OptionalUser,
 ) -> Listing[dict[str, Any]]:
-    """A user's gallery, newest first. Galleries are public."""
-    return await service.list_user_images(session, cursors, user_id, page)
+    """A user's gallery, newest first: public images for everyone, private ones too for
+    the owner and admins."""
+    return await service.list_user_images(session, cursors, media_urls, viewer, user_id, page)
 
 
 @router.post(
@@ -56,15 +73,17 @@ async def create_image(
     body: ImageCreate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    media_urls: MediaUrlsDep,
     actor: CurrentUser,
     thumbnails: ThumbnailMakerDep,
     background: BackgroundTasks,
-) -> Image:
-    """Add an image URL to the user's gallery (owner or admin). The server first checks
-    that the URL is safe to fetch and that its bytes are an image of an allowed type; its
-    thumbnails are made in the background after the answer."""
-    image = await service.create_image(session, checker, actor, user_id, body)
-    background.add_task(thumbnails.schedule, image.id)  # runs once the 201 is sent
+) -> dict[str, Any]:
+    """Add an image URL to the user's gallery (owner or admin), public unless `visibility`
+    says `private`. The server first checks that the URL is safe to fetch and that its
+    bytes are an image of an allowed type; its thumbnails are made in the background after
+    the answer."""
+    image = await service.create_image(session, checker, media_urls, actor, user_id, body)
+    background.add_task(thumbnails.schedule, image["id"])  # runs once the 201 is sent
     return image
 
 
@@ -72,13 +91,18 @@ async def create_image(
     "/users/{user_id}/images/{image_id}",
     response_model=ImageRead,
     summary="Get one image",
-    responses=error_responses(UserNotFound, service.ImageNotFound),
+    openapi_extra=OPTIONAL_SIGN_IN,
+    responses=error_responses(InvalidToken, UserNotFound, service.ImageNotFound),
 )
 async def read_image(
-    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep
+    user_id: UserIdPath,
+    image_id: ImageIdPath,
+    session: SessionDep,
+    media_urls: MediaUrlsDep,
+    viewer: OptionalUser,
 ) -> dict[str, Any]:
-    """One image of a user's gallery."""
-    return await service.read_user_image(session, user_id, image_id)
+    """One image of a user's gallery; a private one only for its owner and admins."""
+    return await service.read_user_image(session, media_urls, viewer, user_id, image_id)
 
 
 @router.patch(
@@ -93,15 +117,16 @@ async def update_image(
     body: ImageUpdate,
     session: SessionDep,
     checker: ImageCheckerDep,
+    media_urls: MediaUrlsDep,
     actor: CurrentUser,
     thumbnails: ThumbnailMakerDep,
     background: BackgroundTasks,
-) -> Image:
-    """Change an image's title or URL (owner or admin); a new URL is checked again and
-    the image's thumbnails are made again from it."""
-    image = await service.update_image(session, checker, actor, user_id, image_id, body)
+) -> dict[str, Any]:
+    """Change an image's title, visibility or URL (owner or admin); a new URL is checked
+    again and the image's thumbnails are made again from it."""
+    image = await service.update_image(session, checker, media_urls, actor, user_id, image_id, body)
     if body.image_url is not None:
-        background.add_task(thumbnails.schedule, image.id)
+        background.add_task(thumbnails.schedule, image["id"])
     return image
 
 
@@ -123,11 +148,12 @@ async def recheck_image(
     image_id: ImageIdPath,
     session: SessionDep,
     checker: ImageCheckerDep,
+    media_urls: MediaUrlsDep,
     actor: CurrentUser,
-) -> Image:
+) -> dict[str, Any]:
     """Run the URL check again (owner or admin) and store its results: format, size,
     width, height and `checked_at`. When the check fails the image is kept unchanged."""
-    return await service.recheck_image(session, checker, actor, user_id, image_id)
+    return await service.recheck_image(session, checker, media_urls, actor, user_id, image_id)
 
 
 @router.delete(
@@ -155,14 +181,15 @@ async def delete_image(
 async def list_all_images(
     session: SessionDep,
     cursors: CursorCodecDep,
+    media_urls: MediaUrlsDep,
     page: PageParamsDep,
     _: AdminUser,
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
 ) -> Listing[dict[str, Any]]:
-    """Every user's images, newest first."""
-    return await service.list_all_images(session, cursors, page, user_id)
+    """Every user's images, private ones included, newest first."""
+    return await service.list_all_images(session, cursors, media_urls, page, user_id)
 
 
 @router.delete(

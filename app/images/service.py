@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -12,10 +13,12 @@ from sqlalchemy.orm.exc import StaleDataError
 from app.db import end_read_transaction, utcnow
 from app.errors import Conflict, Forbidden, NotFound
 from app.images.checker import CheckedImage, ImageChecker
+from app.images.media_urls import MediaUrls
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
+from app.images.visibility import Visibility, may_see_private_images
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.users.models import User
 from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
@@ -58,18 +61,37 @@ _GALLERY = keyset(
     id_column=_images.id,
     newest_first=True,
 )
+# What everyone but the owner and admins sees of a gallery (the (user_id, id) index still
+# serves it, newest first).
+PUBLIC_GALLERY = keyset(
+    select(*_images).where(
+        _images.user_id == bindparam("owner_id"), _images.visibility == Visibility.PUBLIC.value
+    ),
+    id_column=_images.id,
+    newest_first=True,
+)
 _ALL_IMAGES = keyset(select(*_images), id_column=_images.id, newest_first=True)
 
 
+def gallery_listing(user_id: int) -> str:
+    """The name a gallery's cursors are bound to (the API's listing and the gallery page)."""
+    return f"user-images:{user_id}"
+
+
 async def list_user_images(
-    session: AsyncSession, cursors: CursorCodec, user_id: int, page: PageParams
+    session: AsyncSession,
+    cursors: CursorCodec,
+    media_urls: MediaUrls,
+    viewer: User | None,
+    user_id: int,
+    page: PageParams,
 ) -> Listing[dict[str, Any]]:
-    """A user's images, newest first."""
+    """A user's images, newest first: the private ones only for the owner and admins."""
     images = await paginate(
         session,
-        _GALLERY,
+        _GALLERY if may_see_private_images(viewer, user_id) else PUBLIC_GALLERY,
         {"owner_id": user_id},
-        listing=f"user-images:{user_id}",
+        listing=gallery_listing(user_id),
         cursors=cursors,
         page=page,
     )
@@ -77,14 +99,20 @@ async def list_user_images(
     # needs the second lookup that tells an empty gallery from a missing user.
     if not images.items:
         await ensure_user_exists(session, user_id)
+    media_urls.attach(images.items)
     return images
 
 
 async def list_all_images(
-    session: AsyncSession, cursors: CursorCodec, page: PageParams, user_id: int | None
+    session: AsyncSession,
+    cursors: CursorCodec,
+    media_urls: MediaUrls,
+    page: PageParams,
+    user_id: int | None,
 ) -> Listing[dict[str, Any]]:
-    """Every image, newest first, optionally only one user's (for admins)."""
-    return await paginate(
+    """Every image, private ones included, newest first, optionally only one user's (for
+    admins)."""
+    images = await paginate(
         session,
         _ALL_IMAGES if user_id is None else _GALLERY,
         {} if user_id is None else {"owner_id": user_id},
@@ -92,6 +120,8 @@ async def list_all_images(
         cursors=cursors,
         page=page,
     )
+    media_urls.attach(images.items)
+    return images
 
 
 # Reading one image by id is the commonest call: a statement built once (bound parameters)
@@ -101,17 +131,36 @@ _ONE_IMAGE = select(*_images).where(
 )
 
 
-async def read_user_image(session: AsyncSession, user_id: int, image_id: int) -> dict[str, Any]:
+async def read_user_image(
+    session: AsyncSession,
+    media_urls: MediaUrls,
+    viewer: User | None,
+    user_id: int,
+    image_id: int,
+) -> dict[str, Any]:
     """One image of a user's gallery, as a row to show; `ImageNotFound` also when it is
-    someone else's."""
+    someone else's, or private and `viewer` is neither its owner nor an admin."""
     row = None
     if 0 < image_id <= MAX_ID and 0 < user_id <= MAX_ID:
         result = await session.execute(_ONE_IMAGE, {"image_id": image_id, "user_id": user_id})
         row = result.mappings().one_or_none()
-    if row is None:
+    if row is None or (
+        row["visibility"] != Visibility.PUBLIC and not may_see_private_images(viewer, user_id)
+    ):
         await ensure_user_exists(session, user_id)
         raise ImageNotFound()
-    return dict(row)
+    return image_answer(media_urls, dict(row))
+
+
+def image_answer(media_urls: MediaUrls, image: Image | Mapping[str, Any]) -> dict[str, Any]:
+    """An image (an `Image` or a row of all its columns) as `ImageRead` shows it: its
+    columns and its media URLs."""
+    if isinstance(image, Image):
+        row = {column.key: getattr(image, column.key) for column in _images}
+    else:
+        row = dict(image)
+    row.update(media_urls.for_image(row))
+    return row
 
 
 async def get_user_image(session: AsyncSession, user_id: int, image_id: int) -> Image:
@@ -161,8 +210,13 @@ def _metadata(checked: CheckedImage) -> dict[str, object]:
 
 
 async def create_image(
-    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, data: ImageCreate
-) -> Image:
+    session: AsyncSession,
+    checker: ImageChecker,
+    media_urls: MediaUrls,
+    actor: User,
+    user_id: int,
+    data: ImageCreate,
+) -> dict[str, Any]:
     """Check the URL, then add it to the gallery."""
     ensure_may_edit_gallery(actor, user_id)
     if actor.id != user_id:
@@ -175,21 +229,25 @@ async def create_image(
         raise ImageDuplicate()
     await end_read_transaction(session)
     checked = await checker.check(url)
-    image = Image(user_id=user_id, title=data.title, **_metadata(checked))
+    image = Image(
+        user_id=user_id, title=data.title, visibility=data.visibility.value, **_metadata(checked)
+    )
     session.add(image)
     await _flush_image(session)
-    return image
+    return image_answer(media_urls, image)
 
 
 async def update_image(
     session: AsyncSession,
     checker: ImageChecker,
+    media_urls: MediaUrls,
     actor: User,
     user_id: int,
     image_id: int,
     changes: ImageUpdate,
-) -> Image:
-    """Change the title and/or the URL; a new URL is checked like a new image."""
+) -> dict[str, Any]:
+    """Change the title, the visibility and/or the URL; a new URL is checked like a new
+    image."""
     ensure_may_edit_gallery(actor, user_id)
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
@@ -205,14 +263,21 @@ async def update_image(
             await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
+    if changes.visibility is not None:
+        image.visibility = changes.visibility.value
     image.updated_at = utcnow()
     await _flush_image(session)
-    return image
+    return image_answer(media_urls, image)
 
 
 async def recheck_image(
-    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, image_id: int
-) -> Image:
+    session: AsyncSession,
+    checker: ImageChecker,
+    media_urls: MediaUrls,
+    actor: User,
+    user_id: int,
+    image_id: int,
+) -> dict[str, Any]:
     """Check the image's URL again and store what the check found. A failed check raises
     its error and changes nothing."""
     ensure_may_edit_gallery(actor, user_id)
@@ -234,7 +299,7 @@ async def recheck_image(
         await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
         raise ImageChanged()
     await session.refresh(image)
-    return image
+    return image_answer(media_urls, image)
 
 
 async def delete_image(session: AsyncSession, actor: User, user_id: int, image_id: int) -> None:
