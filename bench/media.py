@@ -195,9 +195,14 @@ async def gallery_stage(url: str, photo_url: str, app_pid: int) -> dict[str, Any
         cpu_used = tree_cpu_seconds(app_pid) - cpu_started
         # The large sizes follow in the background: wait for them (asking makes any that
         # is missing) so the serving stage does not compete with them.
-        await asyncio.gather(
-            *(client.get(f"/users/1/images/{image_id}/thumbnail?size=1024") for image_id in ids)
-        )
+        async def large(image_id: int) -> None:
+            async with browser:
+                response = await client.get(
+                    f"/users/1/images/{image_id}/thumbnail?size=1024", timeout=600
+                )
+                response.raise_for_status()
+
+        await asyncio.gather(*(large(image_id) for image_id in ids))
     return {
         "app_cpu_seconds_until_all_thumbnails": round(cpu_used, 2),
         "cpu_bound_estimate_on_idle_cores_s": round(cpu_used / len(os.sched_getaffinity(0)), 2),
