@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Integer,
@@ -70,7 +71,10 @@ class ThumbnailSource:
     updated_at: datetime
 
     @classmethod
-    def of(cls, image: Image) -> ThumbnailSource:
+    def of(cls, image: Image | Mapping[str, Any]) -> ThumbnailSource:
+        """The source of an `Image` or of a row with its `id`, `image_url`, `updated_at`."""
+        if isinstance(image, Mapping):
+            return cls(image["id"], image["image_url"], image["updated_at"])
         return cls(image.id, image.image_url, image.updated_at)
 
 
@@ -160,14 +164,19 @@ class ThumbnailMaker:
         """The whole original at `url`, by the URL check's rules and byte cap."""
         return await fetch_original(self._checker, url, self._settings.image_proxy_max_bytes)
 
-    async def thumbnail(self, session: AsyncSession, image: Image, size: int) -> StoredThumbnail:
-        """The image's thumbnail of `size`: the stored one, or made now (once, however many
-        requests ask at the same time). Raises `ImageUpstreamUnavailable` when the original
-        cannot be fetched; a stored failure is returned for the caller to raise."""
-        stored = await read_stored_thumbnail(session, image.id, size)
+    async def thumbnail(
+        self,
+        session: AsyncSession,
+        source: ThumbnailSource,
+        size: int,
+        stored: StoredThumbnail | None,
+    ) -> StoredThumbnail:
+        """The image's thumbnail of `size`: `stored` when there is one (the caller read it
+        with the image), else made now, once however many requests ask at the same time.
+        Raises `ImageUpstreamUnavailable` when the original cannot be fetched; a stored
+        failure is returned for the caller to raise."""
         if stored is not None:
             return stored
-        source = ThumbnailSource.of(image)
         # No connection is held while the original is fetched and decoded.
         await end_read_transaction(session)
         return await self._single_flight(
