@@ -587,3 +587,22 @@ async def test_private_media_access_on_the_media_routes(
     raw_signature_on_thumbnail = _thumbnail_path(image) + "&" + raw.split("?", 1)[1]
     for refused in (edited, other_size, raw_signature_on_thumbnail, raw.split("&")[0]):
         assert_error(await client.get(refused), 404, "image_not_found")
+
+
+async def test_stored_thumbnail_costs_one_query(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """The image, the access rule's inputs and the thumbnail come in one statement: serving
+    a stored thumbnail costs no more queries than reading the image's JSON."""
+    from tests.test_query_counts import count_statements
+
+    image = await _store(app, alice, _serve(image_host, hostile_files.png((20, 20))))
+    assert (await client.get(_thumbnail_path(image))).status_code == 200
+    with count_statements(app) as statements:
+        response = await client.get(_thumbnail_path(image))
+    assert response.status_code == 200
+    assert len(statements) == 1, statements
+    with count_statements(app) as statements:
+        json_read = await client.get(f"/users/{alice.id}/images/{image.id}")
+    assert json_read.status_code == 200
+    assert len(statements) == 1, statements
