@@ -97,11 +97,14 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
 async def read_thumbnail(
     thumbnail: ThumbnailRequestDep,
     session: SessionDep,
-    maker: ThumbnailMakerDep,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A WebP of the image, its longest side at most `size`, upright, without metadata;
     made on the first request if it was not made yet. Revalidate with `If-None-Match`."""
+    # The maker straight from the app's state, not through a dependency: this route must
+    # cost no more than the image's JSON read, and each dependency costs a little.
+    maker: ThumbnailMaker = request.app.state.thumbnails
     stored = await maker.thumbnail(session, thumbnail.source, thumbnail.size, thumbnail.stored)
     content = stored.raise_if_failed()
     etag = f'"{stored.etag}"'

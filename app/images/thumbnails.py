@@ -153,6 +153,8 @@ class ThumbnailMaker:
         self._no_small_jobs = asyncio.Event()
         self._no_small_jobs.set()
         self._background_turns = asyncio.Semaphore(settings.thumbnail_worker_count)
+        # Background jobs hold at most half of these: requests always find some.
+        self._making_turns = asyncio.Semaphore(2 * settings.thumbnail_worker_count)
         self._closed = False
         self.made = 0  # thumbnails this process made (stored or not): for tests and metrics
 
@@ -207,6 +209,8 @@ class ThumbnailMaker:
     def _track(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Its waiters may all have gone (a client hung up): its error is still looked at.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _single_flight(
         self,
@@ -238,7 +242,10 @@ class ThumbnailMaker:
             stored = await read_stored_thumbnail(session, source.image_id, size)
         if stored is not None:
             return stored  # another replica, or an earlier flight, made it meanwhile
-        made = await self._render(await _or_verdict(load), size, priority)
+        # Bounds the originals held in memory at once (each up to IMAGE_PROXY_MAX_BYTES),
+        # however many different images are asked for at the same time.
+        async with self._making_turns:
+            made = await self._render(await _or_verdict(load), size, priority)
         self.made += 1
         if made.content is not None or made.error_code is not None:
             await self._store(source, size, made)
