@@ -198,6 +198,14 @@ class ThumbnailMaker:
         self._no_small_jobs.clear()
         self._track(asyncio.create_task(self._make_all(image_id)))
 
+    async def refresh(self, image_id: int) -> None:
+        """An image's bytes changed in place (a recheck found new ones, and stored them):
+        forget its thumbnails in a transaction of their own, then make them again in the
+        background. Fits the link-health recheck's `on_content_changed` hook."""
+        async with self._sessionmaker() as session, session.begin():
+            await invalidate_thumbnails(session, image_id)
+        await self.schedule(image_id)
+
     async def close(self) -> None:
         """Cancel every making under way (at shutdown; nothing is half-stored)."""
         self._closed = True

@@ -606,3 +606,22 @@ async def test_stored_thumbnail_costs_one_query(
         json_read = await client.get(f"/users/{alice.id}/images/{image.id}")
     assert json_read.status_code == 200
     assert len(statements) == 1, statements
+
+
+@pytest.mark.parametrize("settings_overrides", [{"thumbnail_on_create": True}])
+async def test_refresh_after_new_bytes_makes_the_thumbnails_again(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """What the link-health recheck calls when the same URL now serves other bytes."""
+    path = f"/media-{next(_counter)}"
+    image_host.add(path, 200, hostile_files.png((300, 100)), {"Content-Type": "image/png"})
+    image = await _store(app, alice, image_host.url(path))
+    before = await client.get(_thumbnail_path(image))
+    assert PILImage.open(io.BytesIO(before.content)).size == (256, 85)
+    image_host.add(path, 200, hostile_files.png((100, 300)), {"Content-Type": "image/png"})
+    await _maker(app).refresh(image.id)
+    rows = await _wait_for_rows(app, image.id, 2)
+    assert [row.size for row in rows] == [256, 1024]
+    after = await client.get(_thumbnail_path(image))
+    assert after.headers["etag"] != before.headers["etag"]
+    assert PILImage.open(io.BytesIO(after.content)).size == (85, 256)
