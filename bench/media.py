@@ -3,7 +3,7 @@ thumbnails of a gallery page of 50 fresh photos, and CPU and memory per thumbnai
 Pillow and pyvips. Ratios and times in one run, on loopback only, bounded in time.
 
 It starts `gallery serve` (one uvicorn worker, THUMBNAIL_WORKERS decoder processes, a
-temporary SQLite database unless --database-url names an empty one), an image host on
+temporary SQLite database, or with --postgres a throwaway PostgreSQL one), an image host on
 127.0.0.1 serving 4000x3000 JPEGs, and wrk. Stages:
 
 1. gallery: 50 images are created at once (each 201 schedules its thumbnails), then a
@@ -129,6 +129,39 @@ def start_app(
         time.sleep(0.2)
     process.kill()
     raise RuntimeError((directory / "app.log").read_text(errors="replace"))
+
+
+async def create_database(server_url: str) -> str:
+    """A new empty database on the PostgreSQL server at `server_url` (loopback only)."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = make_url(server_url)
+    if url.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit("the bench only talks to loopback")
+    name = f"gallery_media_bench_{os.urandom(6).hex()}"
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server_url: str, database_url: str) -> None:
+    """Drop the database `create_database` made (and only that one)."""
+    from sqlalchemy import make_url, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    name = make_url(database_url).database
+    assert name is not None and name.startswith("gallery_media_bench_")
+    engine = create_async_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
@@ -269,7 +302,7 @@ def serving_stage(
 def markdown(report: dict[str, Any]) -> str:
     gallery, serving = report["gallery"], report["serving"]
     lines = [
-        f"# Media bench {report['started']}",
+        f"# Media bench {report['started']} ({report['database']})",
         "",
         f"Machine: {report['cpus']} usable cores, load average before "
         f"{report['load_average_before'][0]:.1f}, after {report['load_average_after'][0]:.1f} "
@@ -313,7 +346,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", help="an empty database (default: temporary SQLite)")
+    parser.add_argument(
+        "--postgres",
+        metavar="SERVER_URL",
+        help="run on a throwaway database made on this PostgreSQL server (loopback only), "
+        "e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test (default: temporary SQLite)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="THUMBNAIL_WORKERS")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=int, default=5)
@@ -331,7 +369,10 @@ def main() -> None:
         photo_path = directory / "photo.jpg"
         thumbnail_libraries.make_photo(photo_path)
         photo_host, photo_url = start_photo_host(photo_path.read_bytes())
-        database_url = arguments.database_url or f"sqlite+aiosqlite:///{directory / 'bench.db'}"
+        database_url = f"sqlite+aiosqlite:///{directory / 'bench.db'}"
+        if arguments.postgres:
+            database_url = asyncio.run(create_database(arguments.postgres))
+        report["database"] = "postgresql" if arguments.postgres else "sqlite"
         process, url = start_app(directory, database_url, arguments.workers)
         try:
             gallery = asyncio.run(gallery_stage(url, photo_url, process.pid))
@@ -348,6 +389,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
             photo_host.shutdown()
+            if arguments.postgres:
+                asyncio.run(drop_database(arguments.postgres, database_url))
         libraries = [("pillow", sys.executable), ("pillow-no-draft", sys.executable)]
         if arguments.vips_python:
             libraries.append(("pyvips", arguments.vips_python))
