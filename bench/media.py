@@ -155,7 +155,8 @@ async def drop_database(server_url: str, database_url: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     name = make_url(database_url).database
-    assert name is not None and name.startswith("gallery_media_bench_")
+    if name is None or not name.startswith("gallery_media_bench_"):
+        raise ValueError(f"not a database this bench made: {name}")
     engine = create_async_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
     try:
         async with engine.connect() as connection:
