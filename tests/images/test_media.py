@@ -625,3 +625,38 @@ async def test_refresh_after_new_bytes_makes_the_thumbnails_again(
     after = await client.get(_thumbnail_path(image))
     assert after.headers["etag"] != before.headers["etag"]
     assert PILImage.open(io.BytesIO(after.content)).size == (85, 256)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"thumbnail_workers": 1}])
+async def test_originals_in_memory_at_once_are_bounded(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """Many different images asked for at once: at most twice THUMBNAIL_WORKERS originals
+    are fetched (and held, up to IMAGE_PROXY_MAX_BYTES each) at the same time."""
+    import threading
+    import time
+
+    body = hostile_files.png((40, 40))
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+        time.sleep(0.2)
+        with lock:
+            in_flight[0] -= 1
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    images = []
+    for n in range(6):
+        image_host.routes[f"/bounded-{n}.png"] = slow
+        images.append(await _store(app, alice, image_host.url(f"/bounded-{n}.png")))
+    responses = await asyncio.gather(*(client.get(_thumbnail_path(image)) for image in images))
+    assert [response.status_code for response in responses] == [200] * 6
+    assert in_flight[1] == 2
