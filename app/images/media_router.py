@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
-from app.config import Settings
 from app.db import SessionDep
-from app.dependencies import ImageCheckerDep
 from app.errors import error_responses
+from app.images.dependencies import ImageCheckerDep
 from app.images.errors import (
     ImageTooLarge,
     ImageUndecodable,
@@ -24,26 +23,12 @@ from app.images.errors import (
 from app.images.media_access import MEDIA_ACCESS_ERRORS, RawMediaImage
 from app.images.originals import OriginalResponse
 from app.images.thumbnail_access import ThumbnailRequestDep
-from app.images.thumbnails import ThumbnailMaker
 from app.images.visibility import Visibility
+from app.state import SettingsDep, app_state
 
 router = APIRouter(tags=["media"])
 
 THUMBNAIL_MEDIA_TYPE = "image/webp"
-
-
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-async def get_thumbnail_maker(request: Request) -> ThumbnailMaker:
-    maker: ThumbnailMaker = request.app.state.thumbnails
-    return maker
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-ThumbnailMakerDep = Annotated[ThumbnailMaker, Depends(get_thumbnail_maker)]
 
 
 _IMAGE_BYTES: dict[int | str, dict[str, Any]] = {
@@ -104,7 +89,7 @@ async def read_thumbnail(
     made on the first request if it was not made yet. Revalidate with `If-None-Match`."""
     # The maker straight from the app's state, not through a dependency: this route must
     # cost no more than the image's JSON read, and each dependency costs a little.
-    maker: ThumbnailMaker = request.app.state.thumbnails
+    maker = app_state(request.app).thumbnails
     stored = await maker.thumbnail(session, thumbnail.source, thumbnail.size, thumbnail.stored)
     content = stored.raise_if_failed()
     etag = f'"{stored.etag}"'

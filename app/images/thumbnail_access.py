@@ -7,20 +7,20 @@ more than reading the image's JSON)."""
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
 from sqlalchemy import and_, bindparam, select
 
 from app.accounts.dependencies import OptionalUser
-from app.config import Settings
-from app.db import SessionDep
-from app.dependencies import ImageIdPath, UserIdPath
-from app.images.errors import ThumbnailSizeInvalid
+from app.db import MAX_ID, SessionDep
+from app.images.dependencies import ImageIdPath
+from app.images.errors import ImageNotFound, ThumbnailSizeInvalid
 from app.images.media_access import ExpiresQuery, MediaUrlsDep, SignatureQuery, may_read_media
 from app.images.media_urls import MediaVariant
 from app.images.models import Image, Thumbnail
-from app.images.service import ImageNotFound
 from app.images.thumbnails import StoredThumbnail, ThumbnailSource
-from app.users.service import MAX_ID, ensure_user_exists
+from app.state import SettingsDep
+from app.users.dependencies import UserIdPath
+from app.users.service import ensure_user_exists
 
 _images = Image.__table__.c
 _IMAGE_WITH_THUMBNAIL = (
@@ -39,13 +39,12 @@ _IMAGE_WITH_THUMBNAIL = (
 
 
 async def thumbnail_variant(
-    request: Request,
+    settings: SettingsDep,
     size: Annotated[
         int, Query(description="The longest side in pixels: one of THUMBNAIL_SIZES (256, 1024).")
     ],
 ) -> MediaVariant:
     """The thumbnail a request asks for, when its size is one the server makes."""
-    settings: Settings = request.app.state.settings
     if size not in settings.thumbnail_sizes:
         offered = ", ".join(str(value) for value in settings.thumbnail_sizes)
         raise ThumbnailSizeInvalid(f"Thumbnails are made in these sizes only: {offered}.")
