@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     # A turn costs at most one outbound connection and a 64 KiB window.
     image_fetch_concurrency: int = Field(default=128, ge=1, le=1024)
     image_sniff: bool = True
+    # Media (README "Media: originals and thumbnails"). The proxy streams at most this many
+    # bytes of an original; a thumbnail is made only from an original of at most this size.
+    image_proxy_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=1024**3)
+    # Refused from the header's dimensions before any decoder sees the pixels.
+    image_max_pixels: int = Field(default=50_000_000, ge=1, le=1_000_000_000)
+    thumbnail_sizes: Annotated[list[int], NoDecode] = [256, 1024]
+    # Seconds one decoder process may spend on one thumbnail before it is killed.
+    thumbnail_timeout: float = Field(default=10.0, gt=0, le=300)
+    # Decoder processes per API process; 0: the usable cores shared out among WEB_CONCURRENCY.
+    thumbnail_workers: int = Field(default=0, ge=0, le=64)
+    # Address space of one decoder process (RLIMIT_AS): a 50-megapixel RGBA PNG needs ~200 MiB
+    # decoded, plus the interpreter and the resampling buffers.
+    thumbnail_memory_limit_mb: int = Field(default=1024, ge=128, le=65536)
+    # Make every size of a new image's thumbnail in the background right after its 201.
+    thumbnail_on_create: bool = True
+    # How long a private image's signed `raw_url`/`thumbnail_url` may be used, at most: URLs
+    # are issued in windows of a quarter of this, so each lives 3/4 of it to all of it.
+    media_url_expire_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
 
     # Link health (app/images/recheck.py): every image is checked again on a schedule.
     recheck_enabled: bool = True
@@ -168,6 +186,17 @@ class Settings(BaseSettings):
         parsed = _split_csv(value)
         if isinstance(parsed, list):
             return [str(item).lower() for item in parsed]
+        return parsed
+
+    @field_validator("thumbnail_sizes", mode="before")
+    @classmethod
+    def _parse_thumbnail_sizes(cls, value: object) -> object:
+        parsed = _split_csv(value)
+        if isinstance(parsed, list):
+            sizes = sorted({int(item) for item in parsed})
+            if not sizes or not all(16 <= size <= 4096 for size in sizes):
+                raise ValueError("thumbnail sizes must be between 16 and 4096 pixels")
+            return sizes
         return parsed
 
     @field_validator(
@@ -238,6 +267,13 @@ class Settings(BaseSettings):
         """How many passwords one process hashes at once (`PASSWORD_HASH_THREADS`)."""
         if self.password_hash_threads:
             return self.password_hash_threads
+        return max(1, usable_cores() // self.web_concurrency)
+
+    @cached_property
+    def thumbnail_worker_count(self) -> int:
+        """How many decoder processes one API process may run (`THUMBNAIL_WORKERS`)."""
+        if self.thumbnail_workers:
+            return self.thumbnail_workers
         return max(1, usable_cores() // self.web_concurrency)
 
     @cached_property

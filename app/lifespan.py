@@ -9,13 +9,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts import service as accounts_service
 from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
-from app.images.checker import ImageChecker
+from app.gallery.pages import GalleryPages
+from app.images.checker import CheckedImage, ImageChecker
 from app.images.fetcher import (
     ImageTransport,
     Resolver,
@@ -23,8 +25,11 @@ from app.images.fetcher import (
     create_image_transport,
 )
 from app.images.link_health import RecheckPolicy
+from app.images.media_urls import MediaSigner, MediaUrls
 from app.images.recheck import Rechecker, rechecks_in_background
 from app.images.service import link_health_summary
+from app.images.thumbnail_pool import ThumbnailPool
+from app.images.thumbnails import ThumbnailMaker
 from app.mail import Mailer
 from app.ops.metrics import Metrics
 from app.pagination import CursorCodec
@@ -75,10 +80,17 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
     if metrics is not None:
         cleanup.callback(metrics.close)
         metrics.watch_pool(engine)
+    sessionmaker = create_sessionmaker(engine)
+    image_checker = ImageChecker(
+        transport,
+        settings,
+        resolver,
+        on_outcome=metrics.observe_image_check if metrics else None,
+    )
     return AppState(
         settings=settings,
         engine=engine,
-        sessionmaker=create_sessionmaker(engine),
+        sessionmaker=sessionmaker,
         read_sessionmaker=create_read_sessionmaker(engine),
         password_hasher=password_hasher,
         token_service=TokenService(settings, secret_key),
@@ -86,14 +98,32 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
         rate_limiter=RateLimiter(settings),
         mailer=Mailer(settings),
         metrics=metrics,
-        image_checker=ImageChecker(
-            transport,
-            settings,
-            resolver,
-            on_outcome=metrics.observe_image_check if metrics else None,
-        ),
+        image_checker=image_checker,
+        media_urls=MediaUrls(MediaSigner(secret_key, settings.media_url_expire_seconds)),
+        gallery_pages=GalleryPages(),
+        thumbnails=_thumbnail_maker(settings, sessionmaker, image_checker, cleanup),
         recheck_policy=RecheckPolicy.from_settings(settings),
     )
+
+
+def _thumbnail_maker(
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    checker: ImageChecker,
+    cleanup: AsyncExitStack,
+) -> ThumbnailMaker:
+    """The thumbnail maker and its decoder processes (started on first use)."""
+    pool = ThumbnailPool(
+        settings.thumbnail_worker_count,
+        timeout=settings.thumbnail_timeout,
+        memory_limit=settings.thumbnail_memory_limit_mb * 1024 * 1024,
+        max_input=settings.image_proxy_max_bytes,
+    )
+    cleanup.push_async_callback(pool.close)
+    maker = ThumbnailMaker(settings, sessionmaker, checker, pool)
+    # Closed first: background makings end before the pool, the transport and the engine.
+    cleanup.push_async_callback(maker.close)
+    return maker
 
 
 def _image_health_gauges(state: AppState, metrics: Metrics) -> Callable[[], Awaitable[None]]:
@@ -117,11 +147,18 @@ async def _start_rechecks(state: AppState, cleanup: AsyncExitStack) -> None:
     settings, metrics = state.settings, state.metrics
     if not (settings.recheck_enabled and settings.recheck_in_process):
         return
+    thumbnails = state.thumbnails
+
+    async def remake_thumbnails(image_id: int, _: CheckedImage) -> None:
+        # The recheck deleted the old bytes' thumbnails with its outcome: make new ones.
+        await thumbnails.schedule(image_id)
+
     rechecker = Rechecker(
         state.sessionmaker,
         state.image_checker,
         settings,
         on_outcome=metrics.observe_recheck if metrics else None,
+        on_content_changed=remake_thumbnails,
     )
     await cleanup.enter_async_context(rechecks_in_background(rechecker))
 

@@ -10,7 +10,9 @@ from fastapi import FastAPI
 from app.accounts.router import router as accounts_router
 from app.config import Settings
 from app.exception_handlers import install_error_handlers
+from app.gallery.router import router as gallery_router
 from app.images.fetcher import ImageTransport, Resolver
+from app.images.media_router import router as media_router
 from app.images.router import router as images_router
 from app.lifespan import LifespanOptions, lifespan
 from app.ops.docs import docs_router, install_openapi
@@ -58,6 +60,8 @@ def create_app(
     app.include_router(accounts_router)
     app.include_router(users_router)
     app.include_router(images_router)
+    app.include_router(media_router)
+    app.include_router(gallery_router)
     app.include_router(ops_router)
     if metrics is not None:
         app.include_router(metrics_router)

@@ -20,8 +20,11 @@ from app.config import Settings
 
 if TYPE_CHECKING:
     from app.accounts.security import PasswordHasher, TokenService
+    from app.gallery.pages import GalleryPages
     from app.images.checker import ImageChecker
     from app.images.link_health import RecheckPolicy
+    from app.images.media_urls import MediaUrls
+    from app.images.thumbnails import ThumbnailMaker
     from app.mail import Mailer
     from app.ops.metrics import Metrics
     from app.pagination import CursorCodec
@@ -47,6 +50,9 @@ class AppState:
     metrics: Metrics | None
     image_checker: ImageChecker
     recheck_policy: RecheckPolicy
+    media_urls: MediaUrls
+    gallery_pages: GalleryPages
+    thumbnails: ThumbnailMaker
 
 
 def set_app_state(app: Starlette, state: AppState) -> None:

@@ -34,7 +34,14 @@ from tests.support.mail_server import MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"
-TABLES = ("account_tokens", "refresh_tokens", "account_sessions", "images", "users")
+TABLES = (
+    "account_tokens",
+    "refresh_tokens",
+    "account_sessions",
+    "thumbnails",
+    "images",
+    "users",
+)
 
 
 # Passwords and keys the tests use: none may ever be logged.
@@ -202,6 +209,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "smtp_host": None,
         # Scheduled rechecks run only where a test starts them (tests/images/test_link_health.py).
         "recheck_in_process": False,
+        # Thumbnails made after every create would send requests of their own to the image
+        # host that other tests count; the media tests turn it on where they test it.
+        "thumbnail_on_create": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.images.models import Image
 from tests.conftest import alembic_config, migrate, new_database
 
-TABLES = {"users", "images", "account_sessions", "refresh_tokens", "account_tokens"}
+TABLES = {
+    "users",
+    "images",
+    "thumbnails",
+    "account_sessions",
+    "refresh_tokens",
+    "account_tokens",
+}
 
 
 async def _tables(url: str) -> set[str]:

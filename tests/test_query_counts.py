@@ -39,16 +39,19 @@ def count_statements(app: FastAPI) -> Iterator[list[str]]:
         event.remove(sync_engine, "before_cursor_execute", record)
 
 
-async def _seed_images(app: FastAPI, owner: Account, count: int) -> list[int]:
+async def _seed_images(
+    app: FastAPI, owner: Account, count: int, visibility: str = "public"
+) -> list[int]:
     """Store images directly: these tests are about reads, not about the URL check."""
     async with app_state(app).sessionmaker() as session, session.begin():
         images = [
             Image(
                 user_id=owner.id,
-                image_url=f"http://127.0.0.1:9/{owner.username}/{n}.png",
+                image_url=f"http://127.0.0.1:9/{owner.username}/{visibility}/{n}.png",
                 title=f"picture {n}",
                 content_type="image/png",
                 size_bytes=100 + n,
+                visibility=visibility,
             )
             for n in range(count)
         ]
@@ -139,6 +142,31 @@ async def test_gallery_pages_cost_at_most_two_queries(
     assert second.json()["next_cursor"] is None
 
 
+@pytest.mark.parametrize("viewer", [None, "bob", "alice", "admin"])
+async def test_galleries_with_private_images_cost_at_most_two_queries(
+    app: FastAPI, client: httpx.AsyncClient, gallery: dict[str, Any], viewer: str | None
+) -> None:
+    alice: Account = gallery["alice"]
+    private_ids = await _seed_images(app, alice, 2, "private")
+    account = gallery[viewer] if viewer else None
+    sees_private = viewer in ("alice", "admin")
+    listing, statements = await _get_counted(app, client, f"/users/{alice.id}/images", account)
+    _assert_within_budget(listing, statements)
+    listed = [image["id"] for image in listing.json()["items"]]
+    expected = gallery["image_ids"] + (private_ids if sees_private else [])
+    assert listed == sorted(expected, reverse=True)
+    one, statements = await _get_counted(
+        app, client, f"/users/{alice.id}/images/{private_ids[0]}", account
+    )
+    if sees_private:
+        _assert_within_budget(one, statements)
+    else:
+        # Refused like a missing image: the image lookup, then the user's (the answer to an
+        # anonymous caller; a signed-in one also pays for the token).
+        assert one.status_code == 404
+        assert len(statements) <= MAX_QUERIES_PER_READ + (account is not None)
+
+
 async def test_empty_gallery_costs_at_most_two_queries(
     app: FastAPI, client: httpx.AsyncClient, gallery: dict[str, Any]
 ) -> None:
@@ -178,3 +206,14 @@ async def test_admin_image_listing_costs_at_most_two_queries(
     )
     _assert_within_budget(filtered, statements)
     assert len(filtered.json()["items"]) == 3
+
+
+@pytest.mark.parametrize("viewer", [None, "alice", "bob"])
+async def test_gallery_page_costs_at_most_two_queries(
+    app: FastAPI, client: httpx.AsyncClient, gallery: dict[str, Any], viewer: str | None
+) -> None:
+    await _seed_images(app, gallery["alice"], 1, "private")
+    account = gallery[viewer] if viewer else None
+    response, statements = await _get_counted(app, client, "/u/alice", account)
+    _assert_within_budget(response, statements)
+    assert response.text.count("<img ") == len(gallery["image_ids"])

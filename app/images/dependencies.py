@@ -12,6 +12,7 @@ from app.db import MAX_ID
 from app.images.checker import ImageChecker
 from app.images.link_health import RecheckPolicy
 from app.images.service import EditableGallery, editable_gallery
+from app.images.thumbnails import ThumbnailMaker
 from app.state import StateDep
 from app.users.dependencies import UserIdPath
 
@@ -24,9 +25,14 @@ async def get_recheck_policy(state: StateDep) -> RecheckPolicy:
     return state.recheck_policy
 
 
+async def get_thumbnail_maker(state: StateDep) -> ThumbnailMaker:
+    return state.thumbnails
+
+
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id.")]
 ImageCheckerDep = Annotated[ImageChecker, Depends(get_image_checker)]
 RecheckPolicyDep = Annotated[RecheckPolicy, Depends(get_recheck_policy)]
+ThumbnailMakerDep = Annotated[ThumbnailMaker, Depends(get_thumbnail_maker)]
 
 
 async def get_editable_gallery(user_id: UserIdPath, actor: CurrentUser) -> EditableGallery:

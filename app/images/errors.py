@@ -7,7 +7,7 @@ import math
 
 from fastapi import status
 
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.errors import AppError, Conflict, Forbidden, InvalidInput, NotFound
 
 
 class ImageNotFound(NotFound):
@@ -96,3 +96,27 @@ IMAGE_CHECK_ERRORS: tuple[type[ImageCheckFailed], ...] = (
     ImageUrlTooManyRedirects,
     ImageHostBusy,
 )
+
+
+class ImageUpstreamUnavailable(AppError):
+    """The image's host did not deliver its bytes when they were needed (for the proxy or a
+    thumbnail): unreachable, an error status, a refused address, or no longer an image."""
+
+    status_code = status.HTTP_502_BAD_GATEWAY
+    code = "image_upstream_unavailable"
+    detail = "The image's host did not deliver the image; try again later."
+
+
+class ImageTooLarge(InvalidInput):
+    code = "image_too_large"
+    detail = "The image has too many bytes or pixels to be served or made into a thumbnail."
+
+
+class ImageUndecodable(InvalidInput):
+    code = "image_undecodable"
+    detail = "The image's bytes could not be decoded."
+
+
+class ThumbnailSizeInvalid(InvalidInput):
+    code = "thumbnail_size_invalid"
+    detail = "This thumbnail size is not offered."

@@ -10,12 +10,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntId, UTCDateTime, utcnow
+from app.images.visibility import Visibility
 
 # What the last checks say about an image's URL (app/images/link_health.py).
 IMAGE_STATUSES = ("ok", "failing", "broken")
@@ -33,6 +35,7 @@ class Image(Base):
         # The admin listing by status, and the counts per status of the health summary.
         Index("ix_images_status_id", "status", "id"),
         CheckConstraint("status IN ('ok', 'failing', 'broken')", name="status"),
+        CheckConstraint("visibility IN ('public', 'private')", name="visibility"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -44,6 +47,10 @@ class Image(Base):
     # What the last URL check read from the image's bytes; unknown when it could not tell.
     width: Mapped[int | None] = mapped_column(Integer, default=None)
     height: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Visibility values; stored as plain text so a new value needs no enum type migration.
+    visibility: Mapped[str] = mapped_column(
+        String(16), default=Visibility.PUBLIC.value, server_default=Visibility.PUBLIC.value
+    )
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -64,3 +71,28 @@ class Image(Base):
     # The claim a worker holds on the image (a random token), None when none does. A check
     # stores its outcome only while its claim is still the image's.
     recheck_claim: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class Thumbnail(Base):
+    """One size of an image's thumbnail (WebP), or why it cannot be made.
+
+    Stored in the database so every replica serves what one of them made. A row is made once
+    per image content and size (the primary key decides between simultaneous makers), goes
+    with its image (ON DELETE CASCADE), and is deleted when the image's bytes may have changed
+    (`app.images.thumbnails.invalidate_thumbnails`). A file no decoder accepts keeps a row
+    with its `error_code` and no bytes, so it is not fetched and decoded again on every view.
+    """
+
+    __tablename__ = "thumbnails"
+
+    image_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The ETag: a hash of `content`, or of the error for a row without bytes.
+    etag: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    error_code: Mapped[str | None] = mapped_column(String(40), default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    made_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -20,14 +20,14 @@ import asyncio
 import logging
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
-from sqlalchemy import Table, Update, func, select, update
+from sqlalchemy import Executable, Table, Update, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -43,6 +43,7 @@ from app.images.link_health import (
     healthy_values,
 )
 from app.images.models import Image
+from app.images.thumbnails import forget_thumbnails
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +134,14 @@ class _GroupedWrites:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._queue: list[tuple[Update, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[Update, Sequence[Executable], asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def store(self, statement: Update) -> bool:
-        """Run `statement` in a write transaction; whether it matched a row."""
+    async def store(self, statement: Update, *, then: Sequence[Executable] = ()) -> bool:
+        """Run `statement` in a write transaction; whether it matched a row. The statements
+        of `then` run in the same transaction, only when it did."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((statement, future))
+        self._queue.append((statement, then, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await future
@@ -151,17 +153,25 @@ class _GroupedWrites:
             try:
                 async with self._sessionmaker() as session, session.begin():
                     counts = [
-                        int(getattr(await session.execute(statement), "rowcount", 0))
-                        for statement, _ in batch
+                        await self._execute(session, statement, then)
+                        for statement, then, _ in batch
                     ]
             except Exception as exc:
-                for _, future in batch:
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), count in zip(batch, counts, strict=True):
+            for (_, _, future), count in zip(batch, counts, strict=True):
                 if not future.done():
                     future.set_result(count > 0)
+
+    @staticmethod
+    async def _execute(session: AsyncSession, statement: Update, then: Sequence[Executable]) -> int:
+        count = int(getattr(await session.execute(statement), "rowcount", 0))
+        if count > 0:
+            for follow_up in then:
+                await session.execute(follow_up)
+        return count
 
 
 class Rechecker:
@@ -423,7 +433,12 @@ class Rechecker:
         }
         if changed:
             values["content_changed_at"] = now
-        stored = await self._writes.store(self._guarded(image).values(**values))
+        # New bytes: the thumbnails of the old ones go in the same transaction (the moved
+        # `updated_at` also keeps a making under way from storing what it made of them).
+        stored = await self._writes.store(
+            self._guarded(image).values(**values),
+            then=(forget_thumbnails(image.id),) if changed else (),
+        )
         if not stored:
             return "discarded"
         if changed:
@@ -433,8 +448,9 @@ class Rechecker:
 
     async def _content_changed(self, image_id: int, checked: CheckedImage) -> None:
         """The one place where a recheck that found new bytes is handled, after they are
-        stored (type, size, dimensions, `content_changed_at`). Derived data, such as
-        thumbnails, is refreshed from here through the `on_content_changed` hook."""
+        stored (type, size, dimensions, `content_changed_at`) and the old thumbnails deleted
+        with them. Derived data is made again from here through the `on_content_changed`
+        hook (in `gallery serve`: the thumbnails, in the background)."""
         if self._on_content_changed is None:
             return
         try:

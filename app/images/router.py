@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
-from app.accounts.dependencies import AdminUser
-from app.accounts.errors import AdminRequired, NotAuthenticated
+from app.accounts.dependencies import AdminUser, OptionalUser
+from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
 from app.images import service
@@ -16,6 +16,7 @@ from app.images.dependencies import (
     ImageCheckerDep,
     ImageIdPath,
     RecheckPolicyDep,
+    ThumbnailMakerDep,
 )
 from app.images.errors import (
     IMAGE_CHECK_ERRORS,
@@ -24,13 +25,17 @@ from app.images.errors import (
     ImageNotFound,
     NotGalleryOwner,
 )
-from app.images.models import Image
+from app.images.media_access import MediaUrlsDep
 from app.images.schemas import ImageCreate, ImageHealth, ImageRead, ImageUpdate
 from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users.dependencies import UserIdPath
 from app.users.errors import UserNotFound
 
 router = APIRouter(tags=["images"])
+
+# Reads work signed out; signed in as the owner or an admin they also show private images.
+# FastAPI appends this to the bearer scheme's entry: "the token, or nothing".
+OPTIONAL_SIGN_IN: dict[str, Any] = {"security": [{}]}
 
 # Writes name `user_id` although `EditableGalleryDep` reads it too: declared here, the path's
 # parameters keep their order in the OpenAPI document.
@@ -55,18 +60,23 @@ _WRITE_ERRORS = error_responses(
     "/users/{user_id}/images",
     response_model=Page[ImageRead],
     summary="List a user's images",
-    responses=error_responses(UserNotFound, InvalidCursor),
+    openapi_extra=OPTIONAL_SIGN_IN,
+    responses=error_responses(InvalidToken, UserNotFound, InvalidCursor),
 )
 async def list_user_images(
     user_id: UserIdPath,
     session: SessionDep,
     cursors: CursorCodecDep,
+    media_urls: MediaUrlsDep,
     page: PageParamsDep,
+    viewer: OptionalUser,
     status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """A user's gallery, newest first, optionally only the images with one link status.
-    Galleries are public."""
-    return await service.list_user_images(session, cursors, user_id, page, status)
+    """A user's gallery, newest first, optionally only the images with one link status:
+    public images for everyone, private ones too for the owner and admins."""
+    return await service.list_user_images(
+        session, cursors, media_urls, viewer, user_id, page, status
+    )
 
 
 @router.post(
@@ -82,24 +92,36 @@ async def create_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     policy: RecheckPolicyDep,
+    media_urls: MediaUrlsDep,
     gallery: EditableGalleryDep,
-) -> Image:
-    """Add an image URL to the user's gallery (owner or admin). The server first checks
-    that the URL is safe to fetch and that its bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, policy, gallery, body)
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    """Add an image URL to the user's gallery (owner or admin), public unless `visibility`
+    says `private`. The server first checks that the URL is safe to fetch and that its
+    bytes are an image of an allowed type; its thumbnails are made in the background after
+    the answer."""
+    image = await service.create_image(session, checker, policy, media_urls, gallery, body)
+    background.add_task(thumbnails.schedule, image["id"])  # runs once the 201 is sent
+    return image
 
 
 @router.get(
     "/users/{user_id}/images/{image_id}",
     response_model=ImageRead,
     summary="Get one image",
-    responses=error_responses(UserNotFound, ImageNotFound),
+    openapi_extra=OPTIONAL_SIGN_IN,
+    responses=error_responses(InvalidToken, UserNotFound, ImageNotFound),
 )
 async def read_image(
-    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep
+    user_id: UserIdPath,
+    image_id: ImageIdPath,
+    session: SessionDep,
+    media_urls: MediaUrlsDep,
+    viewer: OptionalUser,
 ) -> dict[str, Any]:
-    """One image of a user's gallery."""
-    return await service.read_user_image(session, user_id, image_id)
+    """One image of a user's gallery; a private one only for its owner and admins."""
+    return await service.read_user_image(session, media_urls, viewer, user_id, image_id)
 
 
 @router.patch(
@@ -115,10 +137,19 @@ async def update_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     policy: RecheckPolicyDep,
+    media_urls: MediaUrlsDep,
     gallery: EditableGalleryDep,
-) -> Image:
-    """Change an image's title or URL (owner or admin); a new URL is checked again."""
-    return await service.update_image(session, checker, policy, gallery, image_id, body)
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
+) -> dict[str, Any]:
+    """Change an image's title, visibility or URL (owner or admin); a new URL is checked
+    again and the image's thumbnails are made again from it."""
+    image = await service.update_image(
+        session, checker, policy, media_urls, gallery, image_id, body
+    )
+    if body.image_url is not None:
+        background.add_task(thumbnails.schedule, image["id"])
+    return image
 
 
 @router.post(
@@ -140,13 +171,20 @@ async def recheck_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     policy: RecheckPolicyDep,
+    media_urls: MediaUrlsDep,
+    thumbnails: ThumbnailMakerDep,
+    background: BackgroundTasks,
     gallery: EditableGalleryDep,
-) -> Image:
+) -> dict[str, Any]:
     """Run the URL check again (owner or admin) and store its results: format, size,
-    width, height, `checked_at` and status `ok`. When the check fails, the error is the
-    answer and the image counts one more failure (`status`, `failure_count`,
-    `last_error`); its metadata is kept."""
-    return await service.recheck_image(session, checker, policy, gallery, image_id)
+    width, height, `checked_at` and status `ok`; new bytes also set `content_changed_at`
+    and replace the thumbnails. When the check fails, the error is the answer and the
+    image counts one more failure (`status`, `failure_count`, `last_error`); its metadata
+    is kept."""
+    image = await service.recheck_image(session, checker, policy, media_urls, gallery, image_id)
+    # Thumbnails a recheck of new bytes dropped are made again (a no-op when they exist).
+    background.add_task(thumbnails.schedule, image["id"])
+    return image
 
 
 @router.delete(
@@ -172,6 +210,7 @@ async def delete_image(
 async def list_all_images(
     session: SessionDep,
     cursors: CursorCodecDep,
+    media_urls: MediaUrlsDep,
     page: PageParamsDep,
     _: AdminUser,
     user_id: Annotated[
@@ -179,8 +218,9 @@ async def list_all_images(
     ] = None,
     status: StatusFilter = None,
 ) -> Listing[dict[str, Any]]:
-    """Every user's images, newest first, optionally one user's and one link status."""
-    return await service.list_all_images(session, cursors, page, user_id, status)
+    """Every user's images, private ones included, newest first, optionally one user's and
+    one link status."""
+    return await service.list_all_images(session, cursors, media_urls, page, user_id, status)
 
 
 @router.get(

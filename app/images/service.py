@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,9 +28,12 @@ from app.images.link_health import (
     failed_values,
     healthy_values,
 )
+from app.images.media_urls import MediaUrls
 from app.images.models import IMAGE_STATUSES, Image
 from app.images.schemas import ImageCreate, ImageUpdate
+from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
+from app.images.visibility import Visibility, may_see_private_images
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.users.errors import UserNotFound
 from app.users.models import User
@@ -63,10 +67,29 @@ _GALLERY = keyset(
     id_column=_images.id,
     newest_first=True,
 )
+# What everyone but the owner and admins sees of a gallery (the (user_id, id) index still
+# serves it, newest first).
+PUBLIC_GALLERY = keyset(
+    select(*_images).where(
+        _images.user_id == bindparam("owner_id"), _images.visibility == Visibility.PUBLIC.value
+    ),
+    id_column=_images.id,
+    newest_first=True,
+)
 _ALL_IMAGES = keyset(select(*_images), id_column=_images.id, newest_first=True)
+# The status filter composes with visibility: a gallery by status, and its public part.
 _GALLERY_BY_STATUS = keyset(
     select(*_images).where(
         _images.user_id == bindparam("owner_id"), _images.status == bindparam("status")
+    ),
+    id_column=_images.id,
+    newest_first=True,
+)
+_PUBLIC_GALLERY_BY_STATUS = keyset(
+    select(*_images).where(
+        _images.user_id == bindparam("owner_id"),
+        _images.status == bindparam("status"),
+        _images.visibility == Visibility.PUBLIC.value,
     ),
     id_column=_images.id,
     newest_first=True,
@@ -89,20 +112,33 @@ def _status_filter(status: str | None) -> tuple[dict[str, Any], str]:
     return {"status": status}, f":{status}"
 
 
+def gallery_listing(user_id: int) -> str:
+    """The name a gallery's cursors are bound to (the API's listing and the gallery page)."""
+    return f"user-images:{user_id}"
+
+
 async def list_user_images(
     session: AsyncSession,
     cursors: CursorCodec,
+    media_urls: MediaUrls,
+    viewer: User | None,
     user_id: int,
     page: PageParams,
     status: str | None = None,
 ) -> Listing[dict[str, Any]]:
-    """A user's images, newest first; only those with `status` when it is given."""
+    """A user's images, newest first: the private ones only for the owner and admins; only
+    those with `status` when it is given."""
     parameters, suffix = _status_filter(status)
+    sees_private = may_see_private_images(viewer, user_id)
+    if status is None:
+        listing_query = _GALLERY if sees_private else PUBLIC_GALLERY
+    else:
+        listing_query = _GALLERY_BY_STATUS if sees_private else _PUBLIC_GALLERY_BY_STATUS
     images = await paginate(
         session,
-        _GALLERY if status is None else _GALLERY_BY_STATUS,
+        listing_query,
         {"owner_id": user_id, **parameters},
-        listing=f"user-images:{user_id}{suffix}",
+        listing=gallery_listing(user_id) + suffix,
         cursors=cursors,
         page=page,
     )
@@ -110,25 +146,27 @@ async def list_user_images(
     # needs the second lookup that tells an empty gallery from a missing user.
     if not images.items:
         await ensure_user_exists(session, user_id)
+    media_urls.attach(images.items)
     return images
 
 
 async def list_all_images(
     session: AsyncSession,
     cursors: CursorCodec,
+    media_urls: MediaUrls,
     page: PageParams,
     user_id: int | None,
     status: str | None = None,
 ) -> Listing[dict[str, Any]]:
-    """Every image, newest first, optionally only one user's and only those with `status`
-    (for admins)."""
+    """Every image, private ones included, newest first, optionally only one user's and
+    only those with `status` (for admins)."""
     parameters, suffix = _status_filter(status)
     if user_id is None:
         listing_query = _ALL_IMAGES if status is None else _ALL_IMAGES_BY_STATUS
     else:
         listing_query = _GALLERY if status is None else _GALLERY_BY_STATUS
         parameters["owner_id"] = user_id
-    return await paginate(
+    images = await paginate(
         session,
         listing_query,
         parameters,
@@ -136,6 +174,8 @@ async def list_all_images(
         cursors=cursors,
         page=page,
     )
+    media_urls.attach(images.items)
+    return images
 
 
 # Reading one image by id is the commonest call: a statement built once (bound parameters)
@@ -145,17 +185,36 @@ _ONE_IMAGE = select(*_images).where(
 )
 
 
-async def read_user_image(session: AsyncSession, user_id: int, image_id: int) -> dict[str, Any]:
+async def read_user_image(
+    session: AsyncSession,
+    media_urls: MediaUrls,
+    viewer: User | None,
+    user_id: int,
+    image_id: int,
+) -> dict[str, Any]:
     """One image of a user's gallery, as a row to show; `ImageNotFound` also when it is
-    someone else's."""
+    someone else's, or private and `viewer` is neither its owner nor an admin."""
     row = None
     if 0 < image_id <= MAX_ID and 0 < user_id <= MAX_ID:
         result = await session.execute(_ONE_IMAGE, {"image_id": image_id, "user_id": user_id})
         row = result.mappings().one_or_none()
-    if row is None:
+    if row is None or (
+        row["visibility"] != Visibility.PUBLIC and not may_see_private_images(viewer, user_id)
+    ):
         await ensure_user_exists(session, user_id)
         raise ImageNotFound()
-    return dict(row)
+    return image_answer(media_urls, dict(row))
+
+
+def image_answer(media_urls: MediaUrls, image: Image | Mapping[str, Any]) -> dict[str, Any]:
+    """An image (an `Image` or a row of all its columns) as `ImageRead` shows it: its
+    columns and its media URLs."""
+    if isinstance(image, Image):
+        row = {column.key: getattr(image, column.key) for column in _images}
+    else:
+        row = dict(image)
+    row.update(media_urls.for_image(row))
+    return row
 
 
 async def get_user_image(session: AsyncSession, user_id: int, image_id: int) -> Image:
@@ -207,9 +266,10 @@ async def create_image(
     session: AsyncSession,
     checker: ImageChecker,
     policy: RecheckPolicy,
+    media_urls: MediaUrls,
     gallery: EditableGallery,
     data: ImageCreate,
-) -> Image:
+) -> dict[str, Any]:
     """Check the URL, then add it to the gallery."""
     user_id = gallery.owner_id
     if not gallery.edited_by_owner:
@@ -222,21 +282,28 @@ async def create_image(
         raise ImageDuplicate()
     await end_read_transaction(session)
     checked = await checker.check(url)
-    image = Image(user_id=user_id, title=data.title, **_new_link(checked, policy))
+    image = Image(
+        user_id=user_id,
+        title=data.title,
+        visibility=data.visibility.value,
+        **_new_link(checked, policy),
+    )
     session.add(image)
     await _flush_image(session)
-    return image
+    return image_answer(media_urls, image)
 
 
 async def update_image(
     session: AsyncSession,
     checker: ImageChecker,
     policy: RecheckPolicy,
+    media_urls: MediaUrls,
     gallery: EditableGallery,
     image_id: int,
     changes: ImageUpdate,
-) -> Image:
-    """Change the title and/or the URL; a new URL is checked like a new image."""
+) -> dict[str, Any]:
+    """Change the title, the visibility and/or the URL; a new URL is checked like a new
+    image."""
     user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
@@ -249,23 +316,29 @@ async def update_image(
             checked = await checker.check(url)
             for name, value in _new_link(checked, policy).items():
                 setattr(image, name, value)
+            await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
+    if changes.visibility is not None:
+        image.visibility = changes.visibility.value
     image.updated_at = utcnow()
     await _flush_image(session)
-    return image
+    return image_answer(media_urls, image)
 
 
 async def recheck_image(
     session: AsyncSession,
     checker: ImageChecker,
     policy: RecheckPolicy,
+    media_urls: MediaUrls,
     gallery: EditableGallery,
     image_id: int,
-) -> Image:
+) -> dict[str, Any]:
     """Check the image's URL again and store what the check found. It counts as a check of
-    the schedule: a success makes the image ok; a failure raises its error after storing
-    one more failure (status, `failure_count`, `last_error`), the metadata kept as it was."""
+    the schedule: a success makes the image ok, and new bytes set `content_changed_at` and
+    drop its thumbnails (made again from the new bytes); a failure raises its error after
+    storing one more failure (status, `failure_count`, `last_error`), the metadata kept as
+    it was."""
     user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     checked_url = image.image_url
@@ -296,14 +369,18 @@ async def recheck_image(
         raise
     now = utcnow()
     values = {**checked_values(checked), **healthy_values(policy, now), "updated_at": now}
-    if content_changed(stored_fingerprint, checked):
+    changed = content_changed(stored_fingerprint, checked)
+    if changed:
         values["content_changed_at"] = now
     result = await session.execute(guarded.values(**values))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
         raise ImageChanged()
+    if changed:
+        # Thumbnails of the old bytes go in the same transaction as the new metadata.
+        await invalidate_thumbnails(session, image_id)
     await session.refresh(image)
-    return image
+    return image_answer(media_urls, image)
 
 
 @dataclass(frozen=True, slots=True)

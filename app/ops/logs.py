@@ -33,10 +33,11 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         r"\1[REDACTED]",
     ),
-    # "password": "...", password=..., secret_key=..., and the like.
+    # "password": "...", password=..., secret_key=..., a signed media URL's signature=...
     (
         re.compile(
-            r"(?i)((?:password|passwd|secret|token)[a-z_]*[\"']?\s*[:=]\s*[\"']?)[^\"',}&\s]+"
+            r"(?i)((?:password|passwd|secret|token|signature)[a-z_]*[\"']?\s*[:=]\s*[\"']?)"
+            r"[^\"',}&\s]+"
         ),
         r"\1[REDACTED]",
     ),
@@ -49,7 +50,7 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 # Every pattern above needs one of these words; most lines (access lines above all) have
 # none, and one search is cheaper than five substitutions on every line.
-_MAY_HOLD_SECRET = re.compile(r"(?i)bearer|authorization|passw|secret|token|://|eyJ")
+_MAY_HOLD_SECRET = re.compile(r"(?i)bearer|authorization|passw|secret|token|signature|://|eyJ")
 
 
 def redact(text: str) -> str:

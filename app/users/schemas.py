@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, computed_field
 
 from app.schemas import RequestModel
 from app.text import Username
+
+GALLERY_PATH_PREFIX = "/u/"
+_GALLERY_URL_DESCRIPTION = "Path of the user's public gallery page (HTML, for browsers)."
+
+
+def gallery_path(username: str) -> str:
+    """The path of `username`'s gallery page (`GET /u/{username}`)."""
+    return GALLERY_PATH_PREFIX + quote(username, safe="")
 
 
 class UserPublic(BaseModel):
@@ -18,6 +27,11 @@ class UserPublic(BaseModel):
     id: int
     username: str
     date_joined: datetime
+
+    @computed_field(description=_GALLERY_URL_DESCRIPTION, examples=["/u/alice"])  # type: ignore[prop-decorator]
+    @property
+    def gallery_url(self) -> str:
+        return gallery_path(self.username)
 
 
 class UserPrivate(BaseModel):
@@ -32,6 +46,11 @@ class UserPrivate(BaseModel):
     is_active: bool
     date_joined: datetime
     last_login: datetime | None
+
+    @computed_field(description=_GALLERY_URL_DESCRIPTION, examples=["/u/alice"])  # type: ignore[prop-decorator]
+    @property
+    def gallery_url(self) -> str:
+        return gallery_path(self.username)
 
 
 class UserAdminUpdate(RequestModel):

@@ -226,6 +226,7 @@ async def test_profile_shows_own_private_fields(client: httpx.AsyncClient) -> No
             "is_active",
             "date_joined",
             "last_login",
+            "gallery_url",
         }
         assert body["email"] == "alice@example.com"
         assert body["is_active"] is True

@@ -20,6 +20,9 @@ IMAGE_FIELDS = {
     "user_id",
     "image_url",
     "title",
+    "visibility",
+    "thumbnail_url",
+    "raw_url",
     "content_type",
     "size_bytes",
     "width",
@@ -60,6 +63,10 @@ async def test_owner_adds_image_after_head_and_sniffing_check(
     assert body["user_id"] == alice.id
     assert body["image_url"] == url
     assert body["title"] == "A cat"
+    assert body["visibility"] == "public"
+    base = f"/users/{alice.id}/images/{body['id']}"
+    assert body["thumbnail_url"] == f"{base}/thumbnail?size=256"
+    assert body["raw_url"] == f"{base}/raw"
     assert body["content_type"] == "image/png"
     assert body["size_bytes"] == len(image_host.png_bytes)
     assert (body["width"], body["height"]) == (3, 2)

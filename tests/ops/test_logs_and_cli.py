@@ -71,6 +71,10 @@ def test_text_lines_are_readable_with_the_request_id() -> None:
     assert "[-] GET /users 200 status=200" in line
 
 
+# A signed media URL opens a private image: a credential like a token.
+_SIGNATURE = "LQy_5yxpTyGFf9m7d2JY1MqcFtTohTmbVEhIFj_KWxY"
+
+
 @pytest.mark.parametrize(
     "message",
     [
@@ -80,12 +84,14 @@ def test_text_lines_are_readable_with_the_request_id() -> None:
         "connecting to postgresql+asyncpg://gallery:s3cr3t-pw@db:5432/gallery",
         "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlLXZhbHVl issued",
         "secret_key=test-secret-key-that-is-long-enough",
+        f"GET /users/1/images/2/raw?expires=1796209200&signature={_SIGNATURE} 200",
     ],
 )
 def test_secrets_are_masked_in_every_format(message: str) -> None:
     for formatter in (JsonFormatter(), TextFormatter()):
         line = formatter.format(_record(message))
-        assert not find_leaks([line], [PASSWORD, "s3cr3t-pw", "dXNlcjpwYXNzd29yZA=="]), line
+        secrets = [PASSWORD, "s3cr3t-pw", "dXNlcjpwYXNzd29yZA==", _SIGNATURE]
+        assert not find_leaks([line], secrets), line
         assert "REDACTED" in line
     assert redact("nothing secret here") == "nothing secret here"
 

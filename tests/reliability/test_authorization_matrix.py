@@ -56,6 +56,7 @@ class Row:
     admin: int
     body: Body | None = None
     form: bool = False
+    params: dict[str, str] | None = None  # query parameters of every call
     fresh_image: bool = False  # the cell needs an image of its own (it may delete it)
     ends_sessions: bool = False  # the cell signs the actor out: sign in again after it
     notes: str = field(default="", compare=False)
@@ -88,6 +89,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/users/{user_id}/images/{image_id}"): Row(401, 403, 204, 204, fresh_image=True),
     ("POST", "/users/{user_id}/images/{image_id}/recheck"): Row(401, 403, 200, 200),
+    # Media of a public image: anyone's.
+    ("GET", "/users/{user_id}/images/{image_id}/raw"): Row(200, 200, 200, 200),
+    ("GET", "/users/{user_id}/images/{image_id}/thumbnail"): Row(
+        200, 200, 200, 200, params={"size": "256"}
+    ),
     # Account lifecycle. Bodies carry bogus mailed tokens or a wrong password where a
     # successful call would destroy the actor's account.
     ("POST", "/accounts/refresh"): Row(
@@ -130,6 +136,8 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/health/ready"): Row(200, 200, 200, 200),
     ("GET", "/metrics"): Row(200, 200, 200, 200),
     ("GET", "/docs/assets/{name}"): Row(200, 200, 200, 200),
+    # The gallery page: public images only, whoever asks (tests/gallery/test_page.py).
+    ("GET", "/u/{username}"): Row(200, 200, 200, 200),
     # Admin-wide images
     ("GET", "/images"): Row(401, 403, 403, 200),
     ("DELETE", "/images"): Row(401, 403, 403, 204),
@@ -143,6 +151,25 @@ MATRIX: dict[tuple[str, str], Row] = {
 DENIAL_CODES = {
     401: {"not_authenticated", "invalid_token"},
     403: {"forbidden", "admin_required", "wrong_password"},
+    404: {"image_not_found"},
+}
+
+# The same calls on a private image of the owner's. Reads answer 404 to anyone but the
+# owner and admins: to them the image does not exist. Writes keep the 403 of the permission
+# check, which comes before any lookup and so answers the same for every id, existing,
+# private or not (tests/images/test_visibility.py compares them).
+PRIVATE_MATRIX: dict[tuple[str, str], Row] = {
+    ("GET", "/users/{user_id}/images/{image_id}"): Row(404, 404, 200, 200),
+    ("PATCH", "/users/{user_id}/images/{image_id}"): Row(
+        401, 403, 200, 200, body=lambda c: {"title": f"renamed {next(_counter)}"}
+    ),
+    ("DELETE", "/users/{user_id}/images/{image_id}"): Row(401, 403, 204, 204, fresh_image=True),
+    ("POST", "/users/{user_id}/images/{image_id}/recheck"): Row(401, 403, 200, 200),
+    # Media without a signature (tests/images/test_media_access.py covers signatures).
+    ("GET", "/users/{user_id}/images/{image_id}/raw"): Row(404, 404, 200, 200),
+    ("GET", "/users/{user_id}/images/{image_id}/thumbnail"): Row(
+        404, 404, 200, 200, params={"size": "256"}
+    ),
 }
 
 
@@ -177,10 +204,17 @@ def test_every_route_has_a_row_and_every_row_a_route() -> None:
     assert not stale, f"rows for routes that no longer exist: {stale}"
 
 
-async def _fresh_image(ctx: Ctx) -> int:
+def test_every_image_route_has_a_private_row() -> None:
+    image_routes = {key for key in MATRIX if "{image_id}" in key[1]}
+    assert image_routes == PRIVATE_MATRIX.keys(), sorted(image_routes ^ PRIVATE_MATRIX.keys())
+
+
+async def _fresh_image(ctx: Ctx, visibility: str = "public") -> int:
     owner = ctx.world.owner
     response = await ctx.client.post(
-        f"/users/{owner.id}/images", json=_new_image_url(ctx), headers=owner.headers
+        f"/users/{owner.id}/images",
+        json={**_new_image_url(ctx), "visibility": visibility},
+        headers=owner.headers,
     )
     assert response.status_code == 201, response.text
     image_id: int = response.json()["id"]
@@ -192,10 +226,33 @@ async def _snapshot(app: FastAPI, ctx: Ctx) -> Any:
     users = (await ctx.client.get("/users", params={"limit": 200})).json()
     owner = (await ctx.client.get(f"/users/{ctx.world.owner.id}", headers=admin)).json()
     images = (await ctx.client.get("/images", params={"limit": 200}, headers=admin)).json()
+    # Signed media URLs change with the clock's window, not with stored data.
+    for image in images["items"]:
+        image.pop("thumbnail_url")
+        image.pop("raw_url")
     return await count_rows(app), users, owner, images
 
 
 async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient, world: World) -> None:
+    operations = app_operations(app)
+    assert operations == MATRIX.keys(), sorted(operations ^ MATRIX.keys())
+    await _run_matrix(app, client, world, MATRIX, "public")
+
+
+async def test_authorization_matrix_of_a_private_image(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    world.image_id = await _fresh_image(Ctx(client, world), "private")
+    await _run_matrix(app, client, world, PRIVATE_MATRIX, "private")
+
+
+async def _run_matrix(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    world: World,
+    matrix: dict[tuple[str, str], Row],
+    visibility: str,
+) -> None:
     ctx = Ctx(client, world)
     headers = {
         "anonymous": {},
@@ -204,27 +261,32 @@ async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient, wor
         "admin": world.admin.headers,
     }
     mismatches: list[str] = []
-    operations = app_operations(app)
-    assert operations == MATRIX.keys(), sorted(operations ^ MATRIX.keys())
     cells = 0
-    for (method, template), row in sorted(MATRIX.items()):
+    for (method, template), row in sorted(matrix.items()):
         for actor in ACTORS:
-            image_id = await _fresh_image(ctx) if row.fresh_image else world.image_id
+            image_id = await _fresh_image(ctx, visibility) if row.fresh_image else world.image_id
             if "{image_id}" in template and not row.fresh_image:
                 # Earlier cells (DELETE /images) may have removed the shared image.
-                listing = await client.get(f"/users/{world.owner.id}/images/{image_id}")
+                listing = await client.get(
+                    f"/users/{world.owner.id}/images/{image_id}", headers=world.admin.headers
+                )
                 if listing.status_code == 404:
-                    image_id = world.image_id = await _fresh_image(ctx)
+                    image_id = world.image_id = await _fresh_image(ctx, visibility)
             path = template.format(
-                user_id=world.owner.id, image_id=image_id, name="swagger-init.js"
+                user_id=world.owner.id,
+                image_id=image_id,
+                name="swagger-init.js",
+                username=world.owner.username,
             )
             kwargs: dict[str, Any] = {"headers": headers[actor]}
             if row.body is not None:
                 kwargs["json"] = row.body(ctx)
+            if row.params is not None:
+                kwargs["params"] = row.params
             expected = row.expected(actor)
             before = await _snapshot(app, ctx) if expected >= 400 else None
             response = await client.request(method, path, **kwargs)
-            cell = f"{method} {template} as {actor}"
+            cell = f"{method} {template} ({visibility} image) as {actor}"
             cells += 1
             if row.ends_sessions and actor != "anonymous" and response.is_success:
                 account = getattr(world, actor)
@@ -240,7 +302,7 @@ async def test_authorization_matrix(app: FastAPI, client: httpx.AsyncClient, wor
                 if before != await _snapshot(app, ctx):
                     mismatches.append(f"{cell}: a denied call changed stored data")
     assert not mismatches, "\n".join(mismatches)
-    assert cells == len(MATRIX) * len(ACTORS)
+    assert cells == len(matrix) * len(ACTORS)
 
 
 async def test_email_is_shown_only_to_self_and_admins(

@@ -201,6 +201,10 @@ async def _stored_state(app: FastAPI, client: httpx.AsyncClient, world: World) -
     users = (await client.get("/users", params={"limit": 200})).json()
     alice = (await client.get(f"/users/{world.owner.id}", headers=world.admin.headers)).json()
     images = (await client.get("/images", headers=world.admin.headers)).json()
+    # Signed media URLs change with the clock's window, not with stored data.
+    for image in images["items"]:
+        image.pop("thumbnail_url")
+        image.pop("raw_url")
     return await count_rows(app), users, alice, images
 
 
@@ -491,6 +495,47 @@ async def test_ligature_and_fullwidth_forms_collide_with_each_other(
         )
         assert_error(response, 409, "username_taken")
     assert (await count_rows(app))[0] == 1
+
+
+BAD_VISIBILITIES: list[Any] = [
+    "secret",
+    "PUBLIC",
+    "Private",
+    " private",
+    "private ",
+    "private\x00",
+    "",
+    "publi",
+    "public,private",
+    1,
+    0,
+    True,
+    ["private"],
+    {"value": "private"},
+]
+
+
+@pytest.mark.parametrize("operation", ["create", "update"])
+async def test_visibility_is_only_public_or_private(
+    app: FastAPI, client: httpx.AsyncClient, world: World, operation: str
+) -> None:
+    before = await _stored_state(app, client, world)
+    owner = world.owner
+    # An explicit null is refused too: omitting the field is how a PATCH keeps it.
+    for bad in [*BAD_VISIBILITIES, None]:
+        if operation == "create":
+            body = {"image_url": world.image_host.url("/anim.gif"), "visibility": bad}
+            response = await client.post(
+                f"/users/{owner.id}/images", json=body, headers=owner.headers
+            )
+        else:
+            response = await client.patch(
+                f"/users/{owner.id}/images/{world.image_id}",
+                json={"title": "changed", "visibility": bad},
+                headers=owner.headers,
+            )
+        _assert_validation_error(response)
+    assert await _stored_state(app, client, world) == before
 
 
 def test_every_operation_with_a_body_is_covered_here() -> None:

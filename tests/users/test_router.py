@@ -11,8 +11,17 @@ from app.state import app_state
 from app.users.models import User
 from tests.support.helpers import PASSWORD, assert_error, sign_up, sign_up_admin
 
-PUBLIC_FIELDS = {"id", "username", "date_joined"}
-PRIVATE_FIELDS = {"id", "username", "email", "is_admin", "is_active", "date_joined", "last_login"}
+PUBLIC_FIELDS = {"id", "username", "date_joined", "gallery_url"}
+PRIVATE_FIELDS = {
+    "id",
+    "username",
+    "email",
+    "is_admin",
+    "is_active",
+    "date_joined",
+    "last_login",
+    "gallery_url",
+}
 
 
 async def test_list_users_shows_public_fields_only_in_id_order(client: httpx.AsyncClient) -> None:

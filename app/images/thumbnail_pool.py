@@ -1,0 +1,240 @@
+"""Decoder processes for thumbnails, so that a hostile file costs a process, never the API.
+
+Each worker is `python -m app.images.thumbnail_worker`, with its address space capped
+(RLIMIT_AS) and one job at a time; a job that outlives `THUMBNAIL_TIMEOUT` gets its worker
+killed. A worker that crashes, is killed or answers nonsense is thrown away and the next
+job starts a fresh one. Workers start on first use (an app that never makes a thumbnail
+never starts one), and the pool is made by the lifespan and closed at shutdown.
+
+Requests that wait for a thumbnail go before background work (`priority`), so a page being
+looked at is not queued behind the thumbnails of images nobody has asked for yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import logging
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+MAX_ANSWER_HEADER_BYTES = 4096
+# A WebP thumbnail of at most 4096 pixels a side stays far below this.
+MAX_THUMBNAIL_BYTES = 32 * 1024 * 1024
+# A worker is replaced after this many jobs, so whatever a decoder leaks or fragments
+# does not accumulate.
+JOBS_PER_WORKER = 500
+
+Outcome = Literal["ok", "too_large", "undecodable"]
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a worker answered: a thumbnail, or why there is none."""
+
+    outcome: Outcome
+    data: bytes = b""
+    width: int = 0
+    height: int = 0
+    detail: str = ""
+
+
+class WorkerFailed(Exception):
+    """The worker died, hung past the time limit or broke the protocol; it was replaced."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# What a worker needs of the API's environment to start Python and import its module.
+_WORKER_ENVIRONMENT = ("PATH", "PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a decoder process starts with: only what Python needs."""
+    environment = {name: os.environ[name] for name in _WORKER_ENVIRONMENT if name in os.environ}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    return environment
+
+
+def _frame(payload: bytes) -> bytes:
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class _Worker:
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.jobs = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    async def start(cls, memory_limit: int, max_input: int) -> _Worker:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.images.thumbnail_worker",
+            str(memory_limit),
+            str(max_input),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # The API's own stderr: a decoder's crash message belongs in the logs.
+            stderr=None,
+            # Not the API's environment: a decoder subverted by a file must not find the
+            # secret key, the database's password or the SMTP password there.
+            env=worker_environment(),
+        )
+        return cls(process)
+
+    async def run(self, header: dict[str, object], data: bytes) -> Rendered:
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None
+        assert stdout is not None
+        self.jobs += 1
+        try:
+            stdin.write(_frame(json.dumps(header).encode()) + _frame(data))
+            await stdin.drain()
+            answer = json.loads(await self._read_frame(stdout, MAX_ANSWER_HEADER_BYTES))
+            thumbnail = await self._read_frame(stdout, MAX_THUMBNAIL_BYTES)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise WorkerFailed("crashed") from exc
+        except (ValueError, TypeError) as exc:
+            raise WorkerFailed("broke the protocol") from exc
+        outcome = answer.get("status") if isinstance(answer, dict) else None
+        if outcome not in ("ok", "too_large", "undecodable"):
+            raise WorkerFailed("broke the protocol")
+        if outcome != "ok":
+            return Rendered(outcome, detail=str(answer.get("detail", "")))
+        width, height = answer.get("width"), answer.get("height")
+        if not (isinstance(width, int) and isinstance(height, int) and thumbnail):
+            raise WorkerFailed("broke the protocol")
+        return Rendered("ok", thumbnail, width, height)
+
+    @staticmethod
+    async def _read_frame(stream: asyncio.StreamReader, limit: int) -> bytes:
+        (length,) = _LENGTH.unpack(await stream.readexactly(_LENGTH.size))
+        if length > limit:
+            raise ValueError("answer frame too long")
+        return await stream.readexactly(length)
+
+    async def stop(self) -> None:
+        """End the worker now (it holds no state worth a goodbye) and reap it."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        await self.process.wait()
+
+
+class ThumbnailPool:
+    """At most `size` decoder processes, each doing one job at a time."""
+
+    def __init__(self, size: int, *, timeout: float, memory_limit: int, max_input: int) -> None:
+        self._size = size
+        self._timeout = timeout
+        self._memory_limit = memory_limit
+        self._max_input = max_input
+        self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
+        self._free_slots = size
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._closed = False
+        self.workers_started = 0  # for tests and metrics: how many processes were started
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of every worker, idle or busy."""
+        return [worker.pid for worker in (*self._idle, *self._busy)]
+
+    @property
+    def busy_pids(self) -> list[int]:
+        """The process ids of the workers running a job right now."""
+        return [worker.pid for worker in self._busy]
+
+    async def render(
+        self, data: bytes, pillow_format: str, size: int, max_pixels: int, *, priority: int = 0
+    ) -> Rendered:
+        """Make one thumbnail in a worker; lower `priority` goes first. `WorkerFailed` when
+        the worker crashed, hung past the time limit or broke the protocol."""
+        await self._acquire(priority)
+        worker: _Worker | None = None
+        try:
+            worker = self._idle.pop() if self._idle else await self._start_worker()
+            self._busy.add(worker)
+            header = {"format": pillow_format, "size": size, "max_pixels": max_pixels}
+            try:
+                async with asyncio.timeout(self._timeout):
+                    rendered = await worker.run(header, data)
+            except TimeoutError as exc:
+                raise WorkerFailed("timed out") from exc
+        except BaseException as exc:
+            if worker is not None:
+                # Whatever state it is in (mid-job, dead, confused), it is not reused.
+                self._busy.discard(worker)
+                await asyncio.shield(worker.stop())
+                reason = exc.reason if isinstance(exc, WorkerFailed) else type(exc).__name__
+                logger.warning("thumbnail worker %d replaced: %s", worker.pid, reason)
+            self._release()
+            raise
+        self._busy.discard(worker)
+        if self._closed or worker.jobs >= JOBS_PER_WORKER:
+            await worker.stop()
+        else:
+            self._idle.append(worker)
+        self._release()
+        return rendered
+
+    async def _start_worker(self) -> _Worker:
+        worker = await _Worker.start(self._memory_limit, self._max_input)
+        self.workers_started += 1
+        return worker
+
+    async def _acquire(self, priority: int) -> None:
+        if self._closed:
+            raise WorkerFailed("the pool is closed")
+        if self._free_slots > 0 and not self._waiters:
+            self._free_slots -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), waiter))
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot as it was cancelled: pass it on
+            else:
+                self._waiters = [entry for entry in self._waiters if entry[2] is not waiter]
+                heapq.heapify(self._waiters)
+            raise
+        if self._closed:
+            self._release()
+            raise WorkerFailed("the pool is closed")
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the next waiter
+                return
+        self._free_slots += 1
+
+    async def close(self) -> None:
+        """Stop every worker; running jobs fail with `WorkerFailed`."""
+        self._closed = True
+        for _, _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        workers = [*self._idle, *self._busy]
+        self._idle.clear()
+        await asyncio.gather(*(worker.stop() for worker in workers), return_exceptions=True)
