@@ -49,8 +49,8 @@ class AppState:
     metrics: Metrics | None
     image_checker: ImageChecker
     media_urls: MediaUrls
-    gallery_pages: GalleryPages
     thumbnails: ThumbnailMaker
+    gallery_pages: GalleryPages
 
 
 def set_app_state(app: Starlette, state: AppState) -> None:
