@@ -51,8 +51,8 @@ class AppState:
     image_checker: ImageChecker
     recheck_policy: RecheckPolicy
     media_urls: MediaUrls
-    gallery_pages: GalleryPages
     thumbnails: ThumbnailMaker
+    gallery_pages: GalleryPages
 
 
 def set_app_state(app: Starlette, state: AppState) -> None:

@@ -225,8 +225,8 @@ async def test_profile_shows_own_private_fields(client: httpx.AsyncClient) -> No
             "is_admin",
             "is_active",
             "date_joined",
-            "last_login",
             "gallery_url",
+            "last_login",
         }
         assert body["email"] == "alice@example.com"
         assert body["is_active"] is True
