@@ -224,6 +224,7 @@ async def test_profile_shows_own_private_fields(client: httpx.AsyncClient) -> No
             "is_admin",
             "is_active",
             "date_joined",
+            "gallery_url",
             "last_login",
         }
         assert body["email"] == "alice@example.com"
