@@ -53,6 +53,8 @@ async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> N
         ("PATCH", "/users/{user_id}/images/{image_id}"),
         ("DELETE", "/users/{user_id}/images/{image_id}"),
         ("POST", "/users/{user_id}/images/{image_id}/recheck"),
+        ("GET", "/users/{user_id}/images/{image_id}/raw"),
+        ("GET", "/users/{user_id}/images/{image_id}/thumbnail"),
         ("GET", "/images"),
         ("DELETE", "/images"),
     }
