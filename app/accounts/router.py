@@ -13,8 +13,16 @@ from app.accounts.dependencies import (
     CurrentAuth,
     CurrentUser,
     PasswordHasherDep,
-    SettingsDep,
     TokenServiceDep,
+)
+from app.accounts.errors import (
+    AccountNotVerified,
+    InactiveAccount,
+    InvalidCredentials,
+    InvalidLinkToken,
+    InvalidToken,
+    NotAuthenticated,
+    WrongPassword,
 )
 from app.accounts.password_policy import WeakPassword
 from app.accounts.schemas import (
@@ -33,16 +41,11 @@ from app.accounts.schemas import (
 )
 from app.accounts.sessions import TokenPair
 from app.db import SessionDep
-from app.errors import (
-    InactiveAccount,
-    InvalidCredentials,
-    InvalidInput,
-    InvalidToken,
-    NotAuthenticated,
-    error_responses,
-)
+from app.errors import InvalidInput, error_responses
 from app.mail import OutboxDep
 from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
+from app.state import SettingsDep
+from app.users.errors import EmailTaken, UsernameTaken
 from app.users.models import User
 from app.users.schemas import UserPrivate
 
@@ -89,7 +92,7 @@ RESET_LINK_SENT = "If an account matches, a link to reset its password has been 
     status_code=status.HTTP_201_CREATED,
     response_model=UserPrivate,
     summary="Create an account",
-    responses=error_responses(service.UsernameTaken, service.EmailTaken, WeakPassword, RateLimited),
+    responses=error_responses(UsernameTaken, EmailTaken, WeakPassword, RateLimited),
 )
 async def register(
     body: RegisterRequest,
@@ -120,7 +123,7 @@ async def register(
     "/verify-registration",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new account",
-    responses=error_responses(service.InvalidLinkToken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, InvalidInput),
 )
 async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> None:
     """Confirm the account with the token from the registration mail (single use)."""
@@ -133,7 +136,7 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
     summary="Sign in and get a token pair",
     openapi_extra=_LOGIN_BODY,
     responses=error_responses(
-        InvalidCredentials, InactiveAccount, service.AccountNotVerified, InvalidInput, RateLimited
+        InvalidCredentials, InactiveAccount, AccountNotVerified, InvalidInput, RateLimited
     ),
 )
 async def login(
@@ -198,7 +201,7 @@ async def logout_all(user: CurrentUser, session: SessionDep) -> None:
     "/change-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change the password",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword),
+    responses=error_responses(NotAuthenticated, WrongPassword, WeakPassword),
 )
 async def change_password(
     body: ChangePasswordRequest, auth: CurrentAuth, session: SessionDep, hasher: PasswordHasherDep
@@ -241,7 +244,7 @@ async def send_reset_password_link(
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Set a new password with a mailed token",
-    responses=error_responses(service.InvalidLinkToken, WeakPassword),
+    responses=error_responses(InvalidLinkToken, WeakPassword),
 )
 async def reset_password(
     body: ResetPasswordRequest, session: SessionDep, hasher: PasswordHasherDep
@@ -266,9 +269,7 @@ async def profile(user: CurrentUser) -> User:
     "/profile",
     response_model=UserPrivate,
     summary="Change one's username or email",
-    responses=error_responses(
-        NotAuthenticated, service.UsernameTaken, service.EmailTaken, InvalidInput
-    ),
+    responses=error_responses(NotAuthenticated, UsernameTaken, EmailTaken, InvalidInput),
 )
 async def update_profile(
     body: ProfileUpdate,
@@ -288,7 +289,7 @@ async def update_profile(
     "/verify-email",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new email address",
-    responses=error_responses(service.InvalidLinkToken, service.EmailTaken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, EmailTaken, InvalidInput),
 )
 async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     """Switch the account to the address the token was mailed to (single use)."""
@@ -300,7 +301,7 @@ async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one's account",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput),
+    responses=error_responses(NotAuthenticated, WrongPassword, InvalidInput),
 )
 async def delete_profile(
     body: DeleteAccountRequest, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep

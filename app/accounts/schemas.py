@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
+from app.schemas import RequestModel
 from app.text import StorableStr, Username
 
 # Long enough for any passphrase, short enough that hashing it costs nothing extra.
@@ -13,11 +14,10 @@ Password = Annotated[StorableStr, StringConstraints(min_length=1, max_length=102
 Login = Annotated[StorableStr, StringConstraints(min_length=1, max_length=320)]
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(RequestModel):
     """A new account; the password policy is listed at POST /accounts/register."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -42,11 +42,10 @@ class RegisterRequest(BaseModel):
         return self
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestModel):
     """JSON login: `login` is the username or the email."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"login": "alice", "password": "correct horse battery staple"}]
         },
@@ -69,7 +68,7 @@ class LoginForm(BaseModel):
 LinkToken = Annotated[StorableStr, StringConstraints(min_length=1, max_length=256)]
 
 
-class _PasswordPair(BaseModel):
+class _PasswordPair(RequestModel):
     password: Password
     password_confirm: Password
 
@@ -104,17 +103,14 @@ class TokenResponse(BaseModel):
     )
 
 
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]}
-    )
+class RefreshRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]})
 
     refresh_token: LinkToken
 
 
 class ChangePasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -129,19 +125,16 @@ class ChangePasswordRequest(_PasswordPair):
     old_password: Password
 
 
-class SendResetLinkRequest(BaseModel):
+class SendResetLinkRequest(RequestModel):
     """`login` is the username or the email."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"login": "alice@example.com"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "alice@example.com"}]})
 
     login: Login
 
 
 class ResetPasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -156,21 +149,20 @@ class ResetPasswordRequest(_PasswordPair):
     token: LinkToken
 
 
-class LinkTokenRequest(BaseModel):
+class LinkTokenRequest(RequestModel):
     """A token from a mailed link."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"token": "the token from the mail"}]}
+        json_schema_extra={"examples": [{"token": "the token from the mail"}]}
     )
 
     token: LinkToken
 
 
-class ProfileUpdate(BaseModel):
+class ProfileUpdate(RequestModel):
     """Fields to change; omitted ones stay as they are."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"username": "alice2", "email": "new@example.com"}]},
     )
 
@@ -178,9 +170,8 @@ class ProfileUpdate(BaseModel):
     email: EmailStr | None = Field(default=None, max_length=320)
 
 
-class DeleteAccountRequest(BaseModel):
+class DeleteAccountRequest(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"password": "correct horse battery staple"}]},
     )
 

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
 from app.db import SessionDep
-from app.dependencies import CursorCodecDep
 from app.gallery import service
 from app.gallery.pages import GalleryPages
 from app.images.media_access import MediaUrlsDep
-from app.pagination import InvalidCursor
-from app.users.service import UserNotFound
+from app.pagination import CursorCodecDep, InvalidCursor
+from app.state import StateDep
+from app.users.errors import UserNotFound
 
 # A page for people, not an API operation: left out of the OpenAPI document.
 router = APIRouter(tags=["gallery"], include_in_schema=False)
 
 
-async def get_gallery_pages(request: Request) -> GalleryPages:
-    pages: GalleryPages = request.app.state.gallery_pages
-    return pages
+async def get_gallery_pages(state: StateDep) -> GalleryPages:
+    return state.gallery_pages
 
 
 GalleryPagesDep = Annotated[GalleryPages, Depends(get_gallery_pages)]

@@ -13,8 +13,8 @@ from app.images.media_urls import MediaUrls
 from app.images.service import PUBLIC_GALLERY, gallery_listing
 from app.pagination import CursorCodec, InvalidCursor, PageParams, paginate
 from app.text import username_key
+from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import UserNotFound
 
 # Thumbnails per page: four rows of a six-column grid.
 GALLERY_PAGE_SIZE = 24

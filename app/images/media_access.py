@@ -33,28 +33,31 @@ no database connection while it does.
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.dependencies import OptionalUser
-from app.db import SessionDep
-from app.dependencies import ImageIdPath, UserIdPath
-from app.errors import AppError, InvalidToken
+from app.accounts.errors import InvalidToken
+from app.db import MAX_ID, SessionDep
+from app.errors import AppError
+from app.images.dependencies import ImageIdPath
+from app.images.errors import ImageNotFound
 from app.images.media_urls import MediaSubject, MediaUrls, MediaVariant
 from app.images.models import Image
-from app.images.service import ImageNotFound
 from app.images.visibility import Visibility, may_see_private_images
+from app.state import StateDep
+from app.users.dependencies import UserIdPath
+from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
+from app.users.service import ensure_user_exists
 
 # What a media route documents in its OpenAPI `responses` for this rule.
 MEDIA_ACCESS_ERRORS: tuple[type[AppError], ...] = (InvalidToken, UserNotFound, ImageNotFound)
 
 
-async def get_media_urls(request: Request) -> MediaUrls:
-    media_urls: MediaUrls = request.app.state.media_urls
-    return media_urls
+async def get_media_urls(state: StateDep) -> MediaUrls:
+    return state.media_urls
 
 
 MediaUrlsDep = Annotated[MediaUrls, Depends(get_media_urls)]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
-from app.config import Settings
 from app.db import SessionDep
-from app.dependencies import ImageCheckerDep
 from app.errors import error_responses
+from app.images.dependencies import ImageCheckerDep
 from app.images.errors import (
     ImageTooLarge,
     ImageUndecodable,
@@ -27,23 +26,17 @@ from app.images.models import Image
 from app.images.originals import OriginalResponse
 from app.images.thumbnails import ThumbnailMaker
 from app.images.visibility import Visibility
+from app.state import SettingsDep, StateDep
 
 router = APIRouter(tags=["media"])
 
 THUMBNAIL_MEDIA_TYPE = "image/webp"
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+async def get_thumbnail_maker(state: StateDep) -> ThumbnailMaker:
+    return state.thumbnails
 
 
-async def get_thumbnail_maker(request: Request) -> ThumbnailMaker:
-    maker: ThumbnailMaker = request.app.state.thumbnails
-    return maker
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ThumbnailMakerDep = Annotated[ThumbnailMaker, Depends(get_thumbnail_maker)]
 
 

@@ -6,23 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
-from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
-from app.db import SessionDep
-from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
-from app.errors import (
-    AdminRequired,
-    InvalidInput,
-    InvalidToken,
-    NotAuthenticated,
-    error_responses,
-)
+from app.accounts.dependencies import AdminUser, OptionalUser
+from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
+from app.db import MAX_ID, SessionDep
+from app.errors import InvalidInput, error_responses
 from app.images import service
-from app.images.errors import IMAGE_CHECK_ERRORS
+from app.images.dependencies import EditableGalleryDep, ImageCheckerDep, ImageIdPath
+from app.images.errors import (
+    IMAGE_CHECK_ERRORS,
+    ImageChanged,
+    ImageDuplicate,
+    ImageNotFound,
+    NotGalleryOwner,
+)
 from app.images.media_access import MediaUrlsDep
 from app.images.media_router import ThumbnailMakerDep
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
-from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
-from app.users.service import UserNotFound
+from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
+from app.users.dependencies import UserIdPath
+from app.users.errors import UserNotFound
 
 router = APIRouter(tags=["images"])
 
@@ -30,12 +32,15 @@ router = APIRouter(tags=["images"])
 # FastAPI appends this to the bearer scheme's entry: "the token, or nothing".
 OPTIONAL_SIGN_IN: dict[str, Any] = {"security": [{}]}
 
+# Writes name `user_id` although `EditableGalleryDep` reads it too: declared here, the path's
+# parameters keep their order in the OpenAPI document.
+
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
-    service.NotGalleryOwner,
+    NotGalleryOwner,
     UserNotFound,
-    service.ImageNotFound,
-    service.ImageDuplicate,
+    ImageNotFound,
+    ImageDuplicate,
     InvalidInput,
     *IMAGE_CHECK_ERRORS,
 )
@@ -74,7 +79,7 @@ async def create_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     media_urls: MediaUrlsDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
     thumbnails: ThumbnailMakerDep,
     background: BackgroundTasks,
 ) -> dict[str, Any]:
@@ -82,7 +87,7 @@ async def create_image(
     says `private`. The server first checks that the URL is safe to fetch and that its
     bytes are an image of an allowed type; its thumbnails are made in the background after
     the answer."""
-    image = await service.create_image(session, checker, media_urls, actor, user_id, body)
+    image = await service.create_image(session, checker, media_urls, gallery, body)
     background.add_task(thumbnails.schedule, image["id"])  # runs once the 201 is sent
     return image
 
@@ -92,7 +97,7 @@ async def create_image(
     response_model=ImageRead,
     summary="Get one image",
     openapi_extra=OPTIONAL_SIGN_IN,
-    responses=error_responses(InvalidToken, UserNotFound, service.ImageNotFound),
+    responses=error_responses(InvalidToken, UserNotFound, ImageNotFound),
 )
 async def read_image(
     user_id: UserIdPath,
@@ -118,13 +123,13 @@ async def update_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     media_urls: MediaUrlsDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
     thumbnails: ThumbnailMakerDep,
     background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Change an image's title, visibility or URL (owner or admin); a new URL is checked
     again and the image's thumbnails are made again from it."""
-    image = await service.update_image(session, checker, media_urls, actor, user_id, image_id, body)
+    image = await service.update_image(session, checker, media_urls, gallery, image_id, body)
     if body.image_url is not None:
         background.add_task(thumbnails.schedule, image["id"])
     return image
@@ -136,10 +141,10 @@ async def update_image(
     summary="Check an image's URL again",
     responses=error_responses(
         NotAuthenticated,
-        service.NotGalleryOwner,
+        NotGalleryOwner,
         UserNotFound,
-        service.ImageNotFound,
-        service.ImageChanged,
+        ImageNotFound,
+        ImageChanged,
         *IMAGE_CHECK_ERRORS,
     ),
 )
@@ -149,11 +154,11 @@ async def recheck_image(
     session: SessionDep,
     checker: ImageCheckerDep,
     media_urls: MediaUrlsDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
 ) -> dict[str, Any]:
     """Run the URL check again (owner or admin) and store its results: format, size,
     width, height and `checked_at`. When the check fails the image is kept unchanged."""
-    return await service.recheck_image(session, checker, media_urls, actor, user_id, image_id)
+    return await service.recheck_image(session, checker, media_urls, gallery, image_id)
 
 
 @router.delete(
@@ -161,15 +166,13 @@ async def recheck_image(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete an image",
-    responses=error_responses(
-        NotAuthenticated, service.NotGalleryOwner, UserNotFound, service.ImageNotFound
-    ),
+    responses=error_responses(NotAuthenticated, NotGalleryOwner, UserNotFound, ImageNotFound),
 )
 async def delete_image(
-    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, actor: CurrentUser
+    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, gallery: EditableGalleryDep
 ) -> None:
     """Remove an image from a gallery (owner or admin)."""
-    await service.delete_image(session, actor, user_id, image_id)
+    await service.delete_image(session, gallery, image_id)
 
 
 @router.get(

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from app.images.visibility import Visibility
+from app.schemas import RequestModel
 from app.text import StorableStr
 
 MAX_URL_LENGTH = 2048
@@ -29,18 +30,14 @@ VISIBILITY_DESCRIPTION = (
 )
 
 
-class ImageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ImageCreate(RequestModel):
     image_url: ImageUrl
     title: Title | None = None
     visibility: Visibility = Field(default=Visibility.PUBLIC, description=VISIBILITY_DESCRIPTION)
 
 
-class ImageUpdate(BaseModel):
+class ImageUpdate(RequestModel):
     """Omitted fields stay as they are; `title: null` clears the title."""
-
-    model_config = ConfigDict(extra="forbid")
 
     image_url: ImageUrl | None = None
     title: Title | None = None

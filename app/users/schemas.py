@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, computed_field
 
+from app.schemas import RequestModel
 from app.text import Username
 
 GALLERY_PATH_PREFIX = "/u/"
@@ -52,10 +53,8 @@ class UserPrivate(BaseModel):
         return gallery_path(self.username)
 
 
-class UserAdminUpdate(BaseModel):
+class UserAdminUpdate(RequestModel):
     """Fields an admin may change; omitted fields stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     username: Username | None = None
     email: EmailStr | None = Field(default=None, max_length=320)

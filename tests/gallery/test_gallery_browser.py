@@ -19,9 +19,9 @@ import pytest
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from tests.helpers import PASSWORD
-from tests.image_host import ImageHost
-from tests.live_server import ROOT, LiveServer, live_server
+from tests.support.helpers import PASSWORD
+from tests.support.image_host import ImageHost
+from tests.support.live_server import ROOT, LiveServer, live_server
 from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, BrowserSession
 
 playwright_api = pytest.importorskip("playwright.sync_api")

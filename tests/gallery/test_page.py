@@ -12,7 +12,8 @@ from fastapi import FastAPI
 
 from app.gallery.service import GALLERY_PAGE_SIZE
 from app.images.models import Image
-from tests.helpers import PASSWORD, Account, sign_up, sign_up_admin
+from app.state import app_state
+from tests.support.helpers import PASSWORD, Account, sign_up, sign_up_admin
 
 
 class Page(HTMLParser):
@@ -57,7 +58,7 @@ async def _store(
     app: FastAPI, owner: Account, titles: list[str | None], visibility: str = "public"
 ) -> list[int]:
     """Images stored directly (oldest first): the page is about showing, not checking."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         images = [
             Image(
                 user_id=owner.id,

@@ -19,10 +19,18 @@ from app.images.models import Image, Thumbnail
 from app.images.thumbnail_pool import ThumbnailPool
 from app.images.thumbnails import ThumbnailMaker, ThumbnailSource, invalidate_thumbnails
 from app.images.visibility import Visibility
-from tests.helpers import ISSUED_TOKENS, PASSWORD, Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost
+from app.state import app_state
 from tests.images import hostile_files
-from tests.live_server import live_server
+from tests.support.helpers import (
+    ISSUED_TOKENS,
+    PASSWORD,
+    Account,
+    assert_error,
+    sign_up,
+    sign_up_admin,
+)
+from tests.support.image_host import ImageHost
+from tests.support.live_server import live_server
 
 _counter = iter(range(1_000_000))
 
@@ -40,7 +48,7 @@ async def _store(
     app: FastAPI, owner: Account, url: str, visibility: Visibility = Visibility.PUBLIC
 ) -> Image:
     """An image row as a passed check leaves it (media requests fetch it again anyway)."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         image = Image(
             user_id=owner.id,
             image_url=url,
@@ -61,7 +69,7 @@ def _raw_path(image: Image) -> str:
 
 
 def _maker(app: FastAPI) -> ThumbnailMaker:
-    maker: ThumbnailMaker = app.state.thumbnails
+    maker: ThumbnailMaker = app_state(app).thumbnails
     return maker
 
 
@@ -71,7 +79,7 @@ def _pool(app: FastAPI) -> ThumbnailPool:
 
 
 async def _thumbnail_rows(app: FastAPI, image_id: int | None = None) -> list[Any]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         query = select(Thumbnail.image_id, Thumbnail.size, Thumbnail.error_code)
         if image_id is not None:
             query = query.where(Thumbnail.image_id == image_id)
@@ -331,7 +339,7 @@ async def test_a_second_maker_does_not_overwrite_a_stored_thumbnail(
 
     other = StoredThumbnail("f" * 32, b"RIFF-from-another-replica")
     await maker._store(ThumbnailSource.of(image), 256, other)
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = (await session.execute(select(Thumbnail.etag))).scalar_one()
     assert stored == etag
 
@@ -341,7 +349,7 @@ async def test_thumbnail_made_from_replaced_bytes_is_not_stored(
 ) -> None:
     image = await _store(app, alice, _serve(image_host, hostile_files.png((20, 20))))
     before = ThumbnailSource.of(image)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await invalidate_thumbnails(session, image.id)  # a recheck found new bytes
     from app.images.thumbnails import StoredThumbnail
 
@@ -410,7 +418,7 @@ async def test_thumbnails_are_deleted_with_their_image(
     assert len(await _thumbnail_rows(app)) == 1
     deleted = await client.delete(f"/users/{alice.id}/images/{image.id}", headers=alice.headers)
     assert deleted.status_code == 204
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         count = (await session.execute(select(func.count()).select_from(Thumbnail))).scalar_one()
     assert count == 0
 
@@ -565,7 +573,7 @@ async def test_private_media_access_on_the_media_routes(
         "created_at": image.created_at,
         "visibility": image.visibility,
     }
-    urls = app.state.media_urls.for_image(row)
+    urls = app_state(app).media_urls.for_image(row)
     thumbnail, raw = urls["thumbnail_url"], urls["raw_url"]
     assert "signature=" in thumbnail
     assert "signature=" in raw

@@ -26,8 +26,9 @@ from app.images.media_urls import MediaSigner, MediaSubject, MediaUrls, MediaVar
 from app.images.models import Image
 from app.images.visibility import Visibility
 from app.main import create_app
+from app.state import app_state
 from tests.conftest import empty_tables, make_settings
-from tests.helpers import ISSUED_TOKENS, Account, assert_error, sign_up, sign_up_admin
+from tests.support.helpers import ISSUED_TOKENS, Account, assert_error, sign_up, sign_up_admin
 
 
 async def _probe_thumbnail_variant(size: Annotated[int, Query(ge=1, le=4096)]) -> MediaVariant:
@@ -61,7 +62,7 @@ async def app(database_url: str) -> AsyncIterator[FastAPI]:
 
 async def _store(app: FastAPI, owner: Account, visibility: Visibility, n: int = 0) -> Image:
     """An image stored directly: the rule is about reading, not about URL checks."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         image = Image(
             user_id=owner.id,
             image_url=f"http://127.0.0.1:9/{owner.username}/{visibility}/{n}.png",
@@ -119,7 +120,7 @@ async def people(app: FastAPI, client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 def _urls(app: FastAPI, image: Image) -> dict[str, str]:
-    media: MediaUrls = app.state.media_urls
+    media: MediaUrls = app_state(app).media_urls
     urls = media.for_image(_row(image))
     # Signed URLs are credentials: the run's log check must never find them in a log line.
     for url in urls.values():
@@ -227,7 +228,7 @@ async def test_a_signature_for_another_variant_is_refused(
 async def test_expired_signatures_are_refused(
     app: FastAPI, client: httpx.AsyncClient, people: dict[str, Any]
 ) -> None:
-    media: MediaUrls = app.state.media_urls
+    media: MediaUrls = app_state(app).media_urls
     private: Image = people["private"]
     subject = MediaSubject.of(private)
     path = f"/probe/users/{private.user_id}/images/{private.id}/raw"
@@ -248,7 +249,7 @@ async def test_expired_signatures_are_refused(
 async def test_signatures_valid_longer_than_the_setting_allows_are_refused(
     app: FastAPI, client: httpx.AsyncClient, people: dict[str, Any]
 ) -> None:
-    media: MediaUrls = app.state.media_urls
+    media: MediaUrls = app_state(app).media_urls
     private: Image = people["private"]
     far = media.signer.now() + media.signer.expire_seconds + 120
     signature = media.signer.signature(MediaSubject.of(private), MediaVariant.raw(), far)
@@ -343,7 +344,7 @@ async def test_a_signed_url_of_a_deleted_image_does_not_open_its_successor(
     newest = await _store(app, alice, Visibility.PRIVATE, 7)
     raw = _urls(app, newest)["raw_url"]
     assert (await client.get(_probe_path(raw))).status_code == 200
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.delete(await session.get(Image, newest.id))
     successor = await _store(app, alice, Visibility.PRIVATE, 8)
     if backend == "sqlite":

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.helpers import ISSUED_TOKENS, Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost
+from tests.support.helpers import ISSUED_TOKENS, Account, assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost
 
 
 async def _add(
