@@ -93,19 +93,18 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
         metrics=metrics,
         image_checker=image_checker,
         media_urls=MediaUrls(MediaSigner(secret_key, settings.media_url_expire_seconds)),
-        thumbnails=_thumbnail_maker(settings, sessionmaker, image_checker, cleanup),
         gallery_pages=GalleryPages(),
+        thumbnails=_thumbnail_maker(settings, sessionmaker, image_checker, cleanup),
     )
 
 
 def _thumbnail_maker(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
-    image_checker: ImageChecker,
+    checker: ImageChecker,
     cleanup: AsyncExitStack,
 ) -> ThumbnailMaker:
-    """The thumbnail maker and its decoder processes; the maker closes before the pool (its
-    background makings end first), and both before the transport and the engine."""
+    """The thumbnail maker and its decoder processes (started on first use)."""
     pool = ThumbnailPool(
         settings.thumbnail_worker_count,
         timeout=settings.thumbnail_timeout,
@@ -113,7 +112,8 @@ def _thumbnail_maker(
         max_input=settings.image_proxy_max_bytes,
     )
     cleanup.push_async_callback(pool.close)
-    maker = ThumbnailMaker(settings, sessionmaker, image_checker, pool)
+    maker = ThumbnailMaker(settings, sessionmaker, checker, pool)
+    # Closed first: background makings end before the pool, the transport and the engine.
     cleanup.push_async_callback(maker.close)
     return maker
 

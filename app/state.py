@@ -49,8 +49,8 @@ class AppState:
     metrics: Metrics | None
     image_checker: ImageChecker
     media_urls: MediaUrls
-    thumbnails: ThumbnailMaker
     gallery_pages: GalleryPages
+    thumbnails: ThumbnailMaker
 
 
 def set_app_state(app: Starlette, state: AppState) -> None:

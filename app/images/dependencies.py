@@ -11,6 +11,7 @@ from app.accounts.dependencies import CurrentUser
 from app.db import MAX_ID
 from app.images.checker import ImageChecker
 from app.images.service import EditableGallery, editable_gallery
+from app.images.thumbnails import ThumbnailMaker
 from app.state import StateDep
 from app.users.dependencies import UserIdPath
 
@@ -19,8 +20,13 @@ async def get_image_checker(state: StateDep) -> ImageChecker:
     return state.image_checker
 
 
+async def get_thumbnail_maker(state: StateDep) -> ThumbnailMaker:
+    return state.thumbnails
+
+
 ImageIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id.")]
 ImageCheckerDep = Annotated[ImageChecker, Depends(get_image_checker)]
+ThumbnailMakerDep = Annotated[ThumbnailMaker, Depends(get_thumbnail_maker)]
 
 
 async def get_editable_gallery(user_id: UserIdPath, actor: CurrentUser) -> EditableGallery:

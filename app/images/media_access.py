@@ -30,8 +30,8 @@ no database connection while it does.
 # No `from __future__ import annotations` here: `media_image` builds its dependency inside a
 # function, and FastAPI must see the real annotation objects of that inner function.
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from sqlalchemy import bindparam, select
@@ -96,14 +96,36 @@ async def authorize_media(
     if 0 < image_id <= MAX_ID and 0 < user_id <= MAX_ID:
         parameters = {"image_id": image_id, "user_id": user_id}
         image = (await session.execute(_MEDIA_IMAGE, parameters)).scalar_one_or_none()
-    if image is not None and (
-        image.visibility == Visibility.PUBLIC
-        or may_see_private_images(viewer, image.user_id)
-        or media_urls.signer.verify(MediaSubject.of(image), variant, expires, signature)
+    if image is not None and may_read_media(
+        image, media_urls, viewer, variant, expires=expires, signature=signature
     ):
         return image
     await ensure_user_exists(session, user_id)
     raise ImageNotFound()
+
+
+def may_read_media(
+    image: Image | Mapping[str, Any],
+    media_urls: MediaUrls,
+    viewer: User | None,
+    variant: MediaVariant,
+    *,
+    expires: str | None = None,
+    signature: str | None = None,
+) -> bool:
+    """The rule itself, for an image already loaded (an `Image`, or a row with its
+    `user_id`, `id`, `created_at` and `visibility`): whether this request may read
+    `variant` of it. A route that loads the image with more in the same query (the
+    thumbnail route loads the stored thumbnail too) applies it through this."""
+    if isinstance(image, Mapping):
+        visibility, owner_id = image["visibility"], image["user_id"]
+    else:
+        visibility, owner_id = image.visibility, image.user_id
+    return (
+        visibility == Visibility.PUBLIC
+        or may_see_private_images(viewer, owner_id)
+        or media_urls.signer.verify(MediaSubject.of(image), variant, expires, signature)
+    )
 
 
 def media_image(

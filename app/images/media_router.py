@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Header, Request, Response
 
 from app.db import SessionDep
 from app.errors import error_responses
@@ -20,41 +20,16 @@ from app.images.errors import (
     ImageUpstreamUnavailable,
     ThumbnailSizeInvalid,
 )
-from app.images.media_access import MEDIA_ACCESS_ERRORS, RawMediaImage, media_image
-from app.images.media_urls import MediaVariant
-from app.images.models import Image
+from app.images.media_access import MEDIA_ACCESS_ERRORS, RawMediaImage
 from app.images.originals import OriginalResponse
-from app.images.thumbnails import ThumbnailMaker
+from app.images.thumbnail_access import ThumbnailRequestDep
 from app.images.visibility import Visibility
-from app.state import SettingsDep, StateDep
+from app.state import SettingsDep, app_state
 
 router = APIRouter(tags=["media"])
 
 THUMBNAIL_MEDIA_TYPE = "image/webp"
 
-
-async def get_thumbnail_maker(state: StateDep) -> ThumbnailMaker:
-    return state.thumbnails
-
-
-ThumbnailMakerDep = Annotated[ThumbnailMaker, Depends(get_thumbnail_maker)]
-
-
-async def thumbnail_variant(
-    settings: SettingsDep,
-    size: Annotated[
-        int, Query(description="The longest side in pixels: one of THUMBNAIL_SIZES (256, 1024).")
-    ],
-) -> MediaVariant:
-    """The thumbnail a request asks for, when its size is one the server makes."""
-    if size not in settings.thumbnail_sizes:
-        offered = ", ".join(str(value) for value in settings.thumbnail_sizes)
-        raise ThumbnailSizeInvalid(f"Thumbnails are made in these sizes only: {offered}.")
-    return MediaVariant.thumbnail(size)
-
-
-ThumbnailMediaImage = Annotated[Image, Depends(media_image(thumbnail_variant))]
-ThumbnailVariant = Annotated[MediaVariant, Depends(thumbnail_variant)]
 
 _IMAGE_BYTES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}
@@ -105,20 +80,21 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     },
 )
 async def read_thumbnail(
-    image: ThumbnailMediaImage,
-    variant: ThumbnailVariant,
+    thumbnail: ThumbnailRequestDep,
     session: SessionDep,
-    maker: ThumbnailMakerDep,
+    request: Request,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A WebP of the image, its longest side at most `size`, upright, without metadata;
     made on the first request if it was not made yet. Revalidate with `If-None-Match`."""
-    assert variant.size is not None
-    stored = await maker.thumbnail(session, image, variant.size)
+    # The maker straight from the app's state, not through a dependency: this route must
+    # cost no more than the image's JSON read, and each dependency costs a little.
+    maker = app_state(request.app).thumbnails
+    stored = await maker.thumbnail(session, thumbnail.source, thumbnail.size, thumbnail.stored)
     content = stored.raise_if_failed()
     etag = f'"{stored.etag}"'
-    cache = "public, max-age=86400" if image.visibility == Visibility.PUBLIC else "private"
-    headers = {"ETag": etag, "Cache-Control": cache}
+    public = thumbnail.image["visibility"] == Visibility.PUBLIC
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=86400" if public else "private"}
     if _matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(content, media_type=THUMBNAIL_MEDIA_TYPE, headers=headers)

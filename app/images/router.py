@@ -11,7 +11,12 @@ from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
 from app.images import service
-from app.images.dependencies import EditableGalleryDep, ImageCheckerDep, ImageIdPath
+from app.images.dependencies import (
+    EditableGalleryDep,
+    ImageCheckerDep,
+    ImageIdPath,
+    ThumbnailMakerDep,
+)
 from app.images.errors import (
     IMAGE_CHECK_ERRORS,
     ImageChanged,
@@ -20,7 +25,6 @@ from app.images.errors import (
     NotGalleryOwner,
 )
 from app.images.media_access import MediaUrlsDep
-from app.images.media_router import ThumbnailMakerDep
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
 from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users.dependencies import UserIdPath

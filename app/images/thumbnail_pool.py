@@ -18,6 +18,7 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import struct
 import sys
 from dataclasses import dataclass
@@ -55,6 +56,17 @@ class WorkerFailed(Exception):
         self.reason = reason
 
 
+# What a worker needs of the API's environment to start Python and import its module.
+_WORKER_ENVIRONMENT = ("PATH", "PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV")
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a decoder process starts with: only what Python needs."""
+    environment = {name: os.environ[name] for name in _WORKER_ENVIRONMENT if name in os.environ}
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    return environment
+
+
 def _frame(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
@@ -80,6 +92,9 @@ class _Worker:
             stdout=asyncio.subprocess.PIPE,
             # The API's own stderr: a decoder's crash message belongs in the logs.
             stderr=None,
+            # Not the API's environment: a decoder subverted by a file must not find the
+            # secret key, the database's password or the SMTP password there.
+            env=worker_environment(),
         )
         return cls(process)
 
@@ -136,6 +151,11 @@ class ThumbnailPool:
         self._order = itertools.count()
         self._closed = False
         self.workers_started = 0  # for tests and metrics: how many processes were started
+
+    @property
+    def pids(self) -> list[int]:
+        """The process ids of every worker, idle or busy."""
+        return [worker.pid for worker in (*self._idle, *self._busy)]
 
     @property
     def busy_pids(self) -> list[int]:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Integer,
@@ -46,7 +47,8 @@ from app.images.thumbnail_worker import PILLOW_FORMATS
 
 logger = logging.getLogger(__name__)
 
-# Requests that wait for a thumbnail go before thumbnails made in the background.
+# Requests that wait for a thumbnail go before thumbnails made in the background, and the
+# background's smallest size before its larger ones.
 REQUEST_PRIORITY = 0
 BACKGROUND_PRIORITY = 1
 # Background jobs waiting or running at once; beyond this a new image's thumbnails are made
@@ -69,7 +71,10 @@ class ThumbnailSource:
     updated_at: datetime
 
     @classmethod
-    def of(cls, image: Image) -> ThumbnailSource:
+    def of(cls, image: Image | Mapping[str, Any]) -> ThumbnailSource:
+        """The source of an `Image` or of a row with its `id`, `image_url`, `updated_at`."""
+        if isinstance(image, Mapping):
+            return cls(image["id"], image["image_url"], image["updated_at"])
         return cls(image.id, image.image_url, image.updated_at)
 
 
@@ -143,7 +148,13 @@ class ThumbnailMaker:
         self._in_flight: dict[tuple[int, int], asyncio.Task[StoredThumbnail]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
         self._background_jobs = 0
+        # Background jobs whose smallest size is not made yet; larger sizes wait for none.
+        self._small_jobs = 0
+        self._no_small_jobs = asyncio.Event()
+        self._no_small_jobs.set()
         self._background_turns = asyncio.Semaphore(settings.thumbnail_worker_count)
+        # Background jobs hold at most half of these: requests always find some.
+        self._making_turns = asyncio.Semaphore(2 * settings.thumbnail_worker_count)
         self._closed = False
         self.made = 0  # thumbnails this process made (stored or not): for tests and metrics
 
@@ -155,17 +166,24 @@ class ThumbnailMaker:
         """The whole original at `url`, by the URL check's rules and byte cap."""
         return await fetch_original(self._checker, url, self._settings.image_proxy_max_bytes)
 
-    async def thumbnail(self, session: AsyncSession, image: Image, size: int) -> StoredThumbnail:
-        """The image's thumbnail of `size`: the stored one, or made now (once, however many
-        requests ask at the same time). Raises `ImageUpstreamUnavailable` when the original
-        cannot be fetched; a stored failure is returned for the caller to raise."""
-        stored = await read_stored_thumbnail(session, image.id, size)
+    async def thumbnail(
+        self,
+        session: AsyncSession,
+        source: ThumbnailSource,
+        size: int,
+        stored: StoredThumbnail | None,
+    ) -> StoredThumbnail:
+        """The image's thumbnail of `size`: `stored` when there is one (the caller read it
+        with the image), else made now, once however many requests ask at the same time.
+        Raises `ImageUpstreamUnavailable` when the original cannot be fetched; a stored
+        failure is returned for the caller to raise."""
         if stored is not None:
             return stored
-        source = ThumbnailSource.of(image)
         # No connection is held while the original is fetched and decoded.
         await end_read_transaction(session)
-        return await self._single_flight(source, size, _original_loader(self, source), 0)
+        return await self._single_flight(
+            source, size, _original_loader(self, source), REQUEST_PRIORITY
+        )
 
     async def schedule(self, image_id: int) -> None:
         """Make every size of the image's thumbnails in the background, soon; returns at
@@ -176,7 +194,17 @@ class ThumbnailMaker:
         if self._closed or self._background_jobs >= MAX_BACKGROUND_JOBS:
             return
         self._background_jobs += 1
+        self._small_jobs += 1
+        self._no_small_jobs.clear()
         self._track(asyncio.create_task(self._make_all(image_id)))
+
+    async def refresh(self, image_id: int) -> None:
+        """An image's bytes changed in place (a recheck found new ones, and stored them):
+        forget its thumbnails in a transaction of their own, then make them again in the
+        background. Fits the link-health recheck's `on_content_changed` hook."""
+        async with self._sessionmaker() as session, session.begin():
+            await invalidate_thumbnails(session, image_id)
+        await self.schedule(image_id)
 
     async def close(self) -> None:
         """Cancel every making under way (at shutdown; nothing is half-stored)."""
@@ -189,6 +217,8 @@ class ThumbnailMaker:
     def _track(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # Its waiters may all have gone (a client hung up): its error is still looked at.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     async def _single_flight(
         self,
@@ -220,7 +250,10 @@ class ThumbnailMaker:
             stored = await read_stored_thumbnail(session, source.image_id, size)
         if stored is not None:
             return stored  # another replica, or an earlier flight, made it meanwhile
-        made = await self._render(await _or_verdict(load), size, priority)
+        # Bounds the originals held in memory at once (each up to IMAGE_PROXY_MAX_BYTES),
+        # however many different images are asked for at the same time.
+        async with self._making_turns:
+            made = await self._render(await _or_verdict(load), size, priority)
         self.made += 1
         if made.content is not None or made.error_code is not None:
             await self._store(source, size, made)
@@ -284,22 +317,43 @@ class ThumbnailMaker:
             await session.execute(statement)
 
     async def _make_all(self, image_id: int) -> None:
+        """The smallest size first (what a gallery shows); the larger sizes only once no
+        image waits for its smallest, so a page of new images is never queued behind the
+        large thumbnails of the images before it."""
+        smallest, *larger = self.sizes
         try:
-            async with self._background_turns:
-                async with self._sessionmaker() as session:
-                    image = await session.get(Image, image_id)
-                if image is None:
-                    return
-                source = ThumbnailSource.of(image)
-                load = _original_loader(self, source)
-                for size in self.sizes:
-                    await self._single_flight(source, size, load, BACKGROUND_PRIORITY)
+            try:
+                source = await self._background_sizes(
+                    image_id, None, [smallest], BACKGROUND_PRIORITY
+                )
+            finally:
+                self._small_jobs -= 1
+                if self._small_jobs == 0:
+                    self._no_small_jobs.set()
+            if source is not None and larger:
+                await self._no_small_jobs.wait()
+                await self._background_sizes(image_id, source, larger, BACKGROUND_PRIORITY + 1)
         except AppError as exc:
             logger.info("thumbnails of image %d not made now: %s", image_id, exc.code)
         except Exception:
             logger.exception("thumbnails of image %d failed", image_id)
         finally:
             self._background_jobs -= 1
+
+    async def _background_sizes(
+        self, image_id: int, source: ThumbnailSource | None, sizes: list[int], priority: int
+    ) -> ThumbnailSource | None:
+        async with self._background_turns:
+            if source is None:
+                async with self._sessionmaker() as session:
+                    image = await session.get(Image, image_id)
+                if image is None:
+                    return None
+                source = ThumbnailSource.of(image)
+            load = _original_loader(self, source)  # one fetch for these sizes
+            for size in sizes:
+                await self._single_flight(source, size, load, priority)
+        return source
 
 
 async def _or_verdict(load: Callable[[], Awaitable[Original]]) -> Original | StoredThumbnail:

@@ -595,3 +595,76 @@ async def test_private_media_access_on_the_media_routes(
     raw_signature_on_thumbnail = _thumbnail_path(image) + "&" + raw.split("?", 1)[1]
     for refused in (edited, other_size, raw_signature_on_thumbnail, raw.split("&")[0]):
         assert_error(await client.get(refused), 404, "image_not_found")
+
+
+async def test_stored_thumbnail_costs_one_query(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """The image, the access rule's inputs and the thumbnail come in one statement: serving
+    a stored thumbnail costs no more queries than reading the image's JSON."""
+    from tests.test_query_counts import count_statements
+
+    image = await _store(app, alice, _serve(image_host, hostile_files.png((20, 20))))
+    assert (await client.get(_thumbnail_path(image))).status_code == 200
+    with count_statements(app) as statements:
+        response = await client.get(_thumbnail_path(image))
+    assert response.status_code == 200
+    assert len(statements) == 1, statements
+    with count_statements(app) as statements:
+        json_read = await client.get(f"/users/{alice.id}/images/{image.id}")
+    assert json_read.status_code == 200
+    assert len(statements) == 1, statements
+
+
+@pytest.mark.parametrize("settings_overrides", [{"thumbnail_on_create": True}])
+async def test_refresh_after_new_bytes_makes_the_thumbnails_again(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """What the link-health recheck calls when the same URL now serves other bytes."""
+    path = f"/media-{next(_counter)}"
+    image_host.add(path, 200, hostile_files.png((300, 100)), {"Content-Type": "image/png"})
+    image = await _store(app, alice, image_host.url(path))
+    before = await client.get(_thumbnail_path(image))
+    assert PILImage.open(io.BytesIO(before.content)).size == (256, 85)
+    image_host.add(path, 200, hostile_files.png((100, 300)), {"Content-Type": "image/png"})
+    await _maker(app).refresh(image.id)
+    rows = await _wait_for_rows(app, image.id, 2)
+    assert [row.size for row in rows] == [256, 1024]
+    after = await client.get(_thumbnail_path(image))
+    assert after.headers["etag"] != before.headers["etag"]
+    assert PILImage.open(io.BytesIO(after.content)).size == (85, 256)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"thumbnail_workers": 1}])
+async def test_originals_in_memory_at_once_are_bounded(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
+) -> None:
+    """Many different images asked for at once: at most twice THUMBNAIL_WORKERS originals
+    are fetched (and held, up to IMAGE_PROXY_MAX_BYTES each) at the same time."""
+    import threading
+    import time
+
+    body = hostile_files.png((40, 40))
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight[1], in_flight[0])
+        time.sleep(0.2)
+        with lock:
+            in_flight[0] -= 1
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    images = []
+    for n in range(6):
+        image_host.routes[f"/bounded-{n}.png"] = slow
+        images.append(await _store(app, alice, image_host.url(f"/bounded-{n}.png")))
+    responses = await asyncio.gather(*(client.get(_thumbnail_path(image)) for image in images))
+    assert [response.status_code for response in responses] == [200] * 6
+    assert in_flight[1] == 2

@@ -8,6 +8,7 @@ import io
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from PIL import Image, UnidentifiedImageError
@@ -175,3 +176,17 @@ async def test_decoder_that_balloons_past_its_memory_limit_fails_alone() -> None
         assert after.outcome == "ok"
     finally:
         await pool.close()
+
+
+async def test_workers_do_not_inherit_the_apis_secrets(
+    pool: ThumbnailPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECRET_KEY", "the-apis-secret-key-must-not-reach-a-decoder")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://gallery:db-password@db/gallery")
+    rendered = await pool.render(hostile_files.png((10, 10)), "PNG", 256, MAX_PIXELS)
+    assert rendered.outcome == "ok"
+    (pid,) = pool.pids
+    environment = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
+    assert b"PATH=" in environment  # the file is readable and holds the worker's environment
+    assert b"the-apis-secret-key" not in environment
+    assert b"db-password" not in environment
