@@ -21,8 +21,9 @@ import json
 import os
 import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 
@@ -37,12 +38,13 @@ USER_PRIVATE = (
 )
 USERS_PAGE = "SELECT id, username, date_joined FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 IMAGE_COLUMNS = (
-    "id, user_id, image_url, title, content_type, size_bytes, width, height, checked_at, "
-    "created_at, updated_at"
+    "id, user_id, image_url, title, visibility, content_type, size_bytes, width, height, "
+    "checked_at, status, failure_count, last_error, content_changed_at, created_at, updated_at"
 )
+# Signed out, as the bench reads galleries: public images only.
 GALLERY_PAGE = (
-    f"SELECT {IMAGE_COLUMNS} FROM images WHERE user_id = $1 AND id < $2 "  # noqa: S608
-    "ORDER BY id DESC LIMIT $3"
+    f"SELECT {IMAGE_COLUMNS} FROM images WHERE user_id = $1 AND visibility = 'public' "  # noqa: S608
+    "AND id < $2 ORDER BY id DESC LIMIT $3"
 )
 ALL_IMAGES_PAGE = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id < $1 ORDER BY id DESC LIMIT $2"  # noqa: S608
 ONE_IMAGE = f"SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1 AND user_id = $2"  # noqa: S608
@@ -51,6 +53,42 @@ NO_CURSOR = 2**63 - 1
 
 GALLERY_PATH = re.compile(r"^/users/(\d+)/images$")
 IMAGE_PATH = re.compile(r"^/users/(\d+)/images/(\d+)$")
+
+
+class MediaSigner:
+    """The app's media URL signatures (app/images/media_urls.py) for private images, so the
+    admin listing's `thumbnail_url` and `raw_url` are byte-identical too."""
+
+    def __init__(self, secret: bytes, expire_seconds: int) -> None:
+        key = hmac.new(secret, b"gallery-api media-url signature v1", hashlib.sha256).digest()
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self.expire_seconds = expire_seconds
+        self._window = max(1, expire_seconds // 4)
+
+    def urls(self, row: asyncpg.Record) -> tuple[str, str]:
+        base = f"/users/{row['user_id']}/images/{row['id']}"
+        thumbnail, raw = f"{base}/thumbnail?size=256", f"{base}/raw"
+        if row["visibility"] == "public":
+            return thumbnail, raw
+        now = int(time.time())
+        expires = now - now % self._window + self.expire_seconds
+        created = (row["created_at"] - _EPOCH) // timedelta(microseconds=1)
+        signed = []
+        for variant in ("thumbnail:256", "raw"):
+            mac = self._keyed.copy()
+            mac.update(f"{row['user_id']}\n{row['id']}\n{created}\n{variant}\n{expires}".encode())
+            signed.append(base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode())
+        return (
+            f"{thumbnail}&expires={expires}&signature={signed[0]}",
+            f"{raw}?expires={expires}&signature={signed[1]}",
+        )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def gallery_url(username: str) -> str:
+    return "/u/" + quote(username, safe="")
 
 
 class CursorCodec:
@@ -108,17 +146,26 @@ def _timestamp(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def _image(row: asyncpg.Record) -> dict[str, Any]:
+def _image(row: asyncpg.Record, media: MediaSigner) -> dict[str, Any]:
+    thumbnail_url, raw_url = media.urls(row)
     return {
         "id": row["id"],
         "user_id": row["user_id"],
         "image_url": row["image_url"],
         "title": row["title"],
+        "visibility": row["visibility"],
+        "thumbnail_url": thumbnail_url,
+        "raw_url": raw_url,
         "content_type": row["content_type"],
         "size_bytes": row["size_bytes"],
         "width": row["width"],
         "height": row["height"],
         "checked_at": _timestamp(row["checked_at"]),
+        # Link health (issue 13), in ImageRead's order.
+        "status": row["status"],
+        "failure_count": row["failure_count"],
+        "last_error": row["last_error"],
+        "content_changed_at": _timestamp(row["content_changed_at"]),
         "created_at": _timestamp(row["created_at"]),
         "updated_at": _timestamp(row["updated_at"]),
     }
@@ -132,12 +179,14 @@ class Floor:
     def __init__(self) -> None:
         self.token_key = b""
         self.cursors = CursorCodec(b"")
+        self.media = MediaSigner(b"", 3600)
         self.pool: asyncpg.Pool | None = None
 
     async def startup(self) -> None:
         secret = os.environ["SECRET_KEY"].encode()
         self.token_key = secret
         self.cursors = CursorCodec(secret)
+        self.media = MediaSigner(secret, int(os.environ.get("MEDIA_URL_EXPIRE_SECONDS", "3600")))
         size = int(os.environ.get("DATABASE_POOL_SIZE", "10"))
         self.pool = await asyncpg.create_pool(
             os.environ["BENCH_FLOOR_DSN"], min_size=size, max_size=size
@@ -189,6 +238,7 @@ class Floor:
                         "is_active": row["is_active"],
                         "date_joined": _timestamp(row["date_joined"]),
                         "last_login": _timestamp(row["last_login"]),
+                        "gallery_url": gallery_url(row["username"]),
                     }
                 )
             if path == "/users":
@@ -199,6 +249,7 @@ class Floor:
                         "id": r["id"],
                         "username": r["username"],
                         "date_joined": _timestamp(r["date_joined"]),
+                        "gallery_url": gallery_url(r["username"]),
                     }
                     for r in rows[:limit]
                 ]
@@ -210,7 +261,8 @@ class Floor:
                 listing = "images:None"
                 before = self._cursor(listing, query, default=NO_CURSOR)
                 rows = await connection.fetch(ALL_IMAGES_PAGE, before, limit + 1)
-                return 200, self._page([_image(r) for r in rows[:limit]], rows, limit, listing)
+                items = [_image(r, self.media) for r in rows[:limit]]
+                return 200, self._page(items, rows, limit, listing)
             if match := GALLERY_PATH.match(path):
                 owner = int(match.group(1))
                 listing = f"user-images:{owner}"
@@ -218,12 +270,13 @@ class Floor:
                 rows = await connection.fetch(GALLERY_PAGE, owner, before, limit + 1)
                 if not rows and await connection.fetchval(USER_EXISTS, owner) is None:
                     return 404, b'{"detail":"No user has this id.","code":"user_not_found"}'
-                return 200, self._page([_image(r) for r in rows[:limit]], rows, limit, listing)
+                items = [_image(r, self.media) for r in rows[:limit]]
+                return 200, self._page(items, rows, limit, listing)
             if match := IMAGE_PATH.match(path):
                 row = await connection.fetchrow(ONE_IMAGE, int(match.group(2)), int(match.group(1)))
-                if row is None:
+                if row is None or row["visibility"] != "public":
                     return 404, b'{"detail":"not found","code":"image_not_found"}'
-                return 200, _dumps(_image(row))
+                return 200, _dumps(_image(row, self.media))
         return 404, b'{"detail":"not found","code":"not_found"}'
 
     async def _authenticate(

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from app.gallery.service import GALLERY_PAGE_SIZE
 from app.images.models import Image
 from app.state import app_state
-from tests.support.helpers import Account, sign_up, sign_up_admin
+from tests.support.helpers import PASSWORD, Account, sign_up, sign_up_admin
 
 
 class Page(HTMLParser):
@@ -246,8 +246,22 @@ async def test_profiles_link_to_the_gallery_page(client: httpx.AsyncClient) -> N
     assert (await client.get(f"/users/{alice.id}")).json()["gallery_url"] == "/u/alice"
     me = await client.get("/users/me", headers=alice.headers)
     assert me.json()["gallery_url"] == "/u/alice"
+    odd_name = "x.y@z+w-_"
+    registered = await client.post(
+        "/accounts/register",
+        json={
+            "username": odd_name,
+            "email": "odd@example.com",
+            "password": PASSWORD,
+            "password_confirm": PASSWORD,
+        },
+    )
+    assert registered.status_code == 201, registered.text
     listing = (await client.get("/users")).json()["items"]
-    assert [user["gallery_url"] for user in listing] == ["/u/alice"]
+    assert [user["gallery_url"] for user in listing] == ["/u/alice", "/u/x.y%40z%2Bw-_"]
+    page = await client.get(listing[1]["gallery_url"])
+    assert page.status_code == 200
+    assert f"{odd_name}\u2019s gallery" in Page(page.text).text
 
 
 async def test_broken_links_carry_a_visible_marker_from_their_link_health(

@@ -393,6 +393,9 @@ async def test_bad_path_ids_are_422(
         ("GET", f"/users/{owner}/images/{bad}", None),
         ("PATCH", f"/users/{owner}/images/{bad}", {"title": "x"}),
         ("DELETE", f"/users/{owner}/images/{bad}", None),
+        ("GET", f"/users/{bad}/images/{image}/raw", None),
+        ("GET", f"/users/{owner}/images/{bad}/raw", None),
+        ("GET", f"/users/{owner}/images/{bad}/thumbnail?size=256", None),
     ]
     for method, path, body in calls:
         response = await client.request(method, path, json=body, headers=world.admin.headers)
@@ -535,6 +538,48 @@ async def test_visibility_is_only_public_or_private(
                 headers=owner.headers,
             )
         _assert_validation_error(response)
+    assert await _stored_state(app, client, world) == before
+
+
+HOSTILE_SIGNATURES: list[dict[str, str]] = [
+    {"expires": "9" * 30, "signature": "A" * 43},
+    {"expires": "-1", "signature": "A" * 43},
+    {"expires": "0x10", "signature": "A" * 43},
+    {"expires": "1e12", "signature": "A" * 43},
+    {"expires": "\u0661\u0662\u0663", "signature": "A" * 43},
+    {"expires": "1796209200", "signature": "A" * 5000},
+    {"expires": "1796209200", "signature": "'; DROP TABLE images; --"},
+    {"expires": "1796209200", "signature": "../../etc/passwd"},
+    {"expires": "1796209200", "signature": "\u00e9\u00e9"},
+    {"expires": "", "signature": ""},
+    {"signature": "A" * 43},
+    {"expires": "1796209200"},
+]
+
+
+async def test_hostile_media_signatures_are_the_404_of_a_missing_image(
+    app: FastAPI, client: httpx.AsyncClient, world: World
+) -> None:
+    owner = world.owner
+    created = await client.post(
+        f"/users/{owner.id}/images",
+        json={"image_url": world.image_host.url("/anim.gif"), "visibility": "private"},
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    private = created.json()["id"]
+    before = await _stored_state(app, client, world)
+    for params in HOSTILE_SIGNATURES:
+        for variant, extra in (("raw", {}), ("thumbnail", {"size": "256"})):
+            response = await client.get(
+                f"/users/{owner.id}/images/{private}/{variant}", params={**extra, **params}
+            )
+            assert_error(response, 404, "image_not_found")
+    # The same values on a public image are ignored: it is served as to anyone.
+    public = await client.get(
+        f"/users/{owner.id}/images/{world.image_id}/raw", params=HOSTILE_SIGNATURES[0]
+    )
+    assert public.status_code == 200, public.text
     assert await _stored_state(app, client, world) == before
 
 
