@@ -118,11 +118,11 @@ async def read_stored_thumbnail(
     return StoredThumbnail(row.etag, row.content, row.error_code)
 
 
-def forget_thumbnails(image_id: int) -> Delete:
-    """The statement that deletes an image's stored thumbnails, for a writer that batches
-    its statements (the scheduled recheck, which also moves the image's `updated_at` on in
+def forget_thumbnails(*image_ids: int) -> Delete:
+    """The statement that deletes these images' stored thumbnails, for a writer that batches
+    its statements (the scheduled recheck, which also moves the images' `updated_at` on in
     the same transaction); `invalidate_thumbnails` otherwise."""
-    return delete(Thumbnail).where(Thumbnail.image_id == image_id)
+    return delete(Thumbnail).where(Thumbnail.image_id.in_(image_ids))
 
 
 async def invalidate_thumbnails(session: AsyncSession, image_id: int) -> None:
