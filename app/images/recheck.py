@@ -223,12 +223,21 @@ class _GroupedWrites:
         self._queue: list[_Write] = []
         self._task: asyncio.Task[None] | None = None
         self._statements: dict[tuple[Shape, int], Any] = {}
+        self._in_flight = 0
+        # Set whenever an outcome is queued: its check is done, its slot free.
+        self.queued = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Outcomes waiting to be stored (queued, or in the transaction running now)."""
+        return len(self._queue) + self._in_flight
 
     async def store(self, image: ClaimedImage, values: dict[str, Any]) -> bool:
         """Write `values` to `image` while this worker's claim holds and the URL is the one
         checked; whether it did."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append(_Write(image, values, future))
+        self.queued.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await future
@@ -237,6 +246,7 @@ class _GroupedWrites:
         while self._queue:
             batch = self._queue[:MAX_WRITES_PER_TRANSACTION]
             del self._queue[:MAX_WRITES_PER_TRANSACTION]
+            self._in_flight = len(batch)
             shapes: dict[Shape, list[_Write]] = {}
             for write in batch:
                 shapes.setdefault(write.shape, []).append(write)
@@ -252,10 +262,12 @@ class _GroupedWrites:
                         result = await session.execute(statement, _parameters(shape, rows, writes))
                         stored.update(result.scalars())
             except Exception as exc:
+                self._in_flight = 0
                 for write in batch:
                     if not write.future.done():
                         write.future.set_exception(exc)
                 continue
+            self._in_flight = 0
             for write in batch:
                 if not write.future.done():
                     write.future.set_result(write.image.id in stored)
@@ -305,7 +317,10 @@ class Rechecker:
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
-                room = batch_size - len(tasks)
+                # Images whose outcome waits for its write are done checking: the next
+                # claim need not wait for the write transaction (`checked` wakes us).
+                self._writes.queued.clear()
+                room = batch_size - max(len(tasks) - self._writes.pending, 0)
                 if not exhausted and not stop.is_set() and room >= self._concurrency:
                     claimed = await self._claim(room, due_before)
                     result.claimed += len(claimed)
@@ -316,11 +331,23 @@ class Rechecker:
                 if not tasks:
                     break
                 # Once stopping, only the checks are waited for (a done waiter would spin).
-                waiters = [*tasks] if stopping.done() else [*tasks, stopping]
-                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                waiters: list[asyncio.Task[Any]] = [*tasks]
+                if not stopping.done():
+                    waiters.append(stopping)
+                checked = None
+                if not exhausted and not stop.is_set():
+                    checked = asyncio.create_task(self._writes.queued.wait())
+                    waiters.append(checked)
+                try:
+                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if checked is not None:
+                        checked.cancel()
                 tasks -= done
                 for task in done:
-                    if task is not stopping and not task.cancelled() and task.exception():
+                    if task in (stopping, checked) or task.cancelled():
+                        continue
+                    if task.exception():
                         logger.error("recheck task failed", exc_info=task.exception())
         finally:
             stopping.cancel()
