@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
-from sqlalchemy import Table, column, func, select, update, values
+from sqlalchemy import Table, bindparam, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -132,6 +132,11 @@ class HostSlots:
 KEEP = object()
 
 
+# The columns a write sets from values, and those it keeps: writes of one shape share a
+# statement.
+Shape = tuple[tuple[str, ...], tuple[str, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """One outcome to store: `values` for the image, only while `image`'s claim holds."""
@@ -141,7 +146,7 @@ class _Write:
     future: asyncio.Future[bool]
 
     @property
-    def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def shape(self) -> Shape:
         """The columns written from values, and those kept: writes of one shape share a
         statement."""
         return (
@@ -150,45 +155,63 @@ class _Write:
         )
 
 
-def _batched_update(shape: tuple[tuple[str, ...], tuple[str, ...]], writes: list[_Write]) -> Any:
-    """One guarded UPDATE for many images: `WITH v(...) AS (VALUES ...) UPDATE images SET
-    ... FROM v WHERE images.id = v.v_id AND images.recheck_claim = v.v_claim AND
-    images.image_url = v.v_url RETURNING images.id` (PostgreSQL, and SQLite >= 3.33). An
-    image deleted, rechecked by hand or given a new URL meanwhile matches no row, so its
-    outcome stores nothing."""
+GUARD_COLUMNS = (("v_id", "id"), ("v_claim", "recheck_claim"), ("v_url", "image_url"))
+
+
+def _rows_for(count: int) -> int:
+    """The row count of the statement `count` writes use: a power of two (at most
+    `MAX_WRITES_PER_TRANSACTION`), so a few statements serve every batch and stay in
+    SQLAlchemy's compiled cache; the rows beyond `count` are NULL and match nothing."""
+    rows = 1
+    while rows < count:
+        rows *= 2
+    return min(rows, MAX_WRITES_PER_TRANSACTION)
+
+
+def _batched_update(shape: Shape, rows: int) -> Any:
+    """One guarded UPDATE of up to `rows` images: `WITH v AS (SELECT :id_0 AS v_id,
+    :claim_0 AS v_claim, :url_0 AS v_url, ... UNION ALL ...) UPDATE images SET ... FROM v
+    WHERE images.id = v.v_id AND images.recheck_claim = v.v_claim AND images.image_url =
+    v.v_url RETURNING images.id` (PostgreSQL, and SQLite >= 3.33). An image deleted,
+    rechecked by hand or given a new URL meanwhile matches no row, so its outcome stores
+    nothing. Built of bound parameters (a VALUES clause holding the data would be compiled
+    again for every batch: it has no cache key)."""
     images = cast(Table, Image.__table__)
     written, kept = shape
-    rows = (
-        values(
-            column("v_id", images.c.id.type),
-            column("v_claim", images.c.recheck_claim.type),
-            column("v_url", images.c.image_url.type),
-            *(column(name, images.c[name].type) for name in written),
-            name="v",
+    names = [*GUARD_COLUMNS, *((name, name) for name in written)]
+    selects = [
+        select(
+            *(
+                bindparam(f"{label}_{row}", type_=images.c[name].type).label(label)
+                for label, name in names
+            )
         )
-        .data(
-            [
-                (
-                    write.image.id,
-                    write.image.claim,
-                    write.image.image_url,
-                    *(write.values[name] for name in written),
-                )
-                for write in writes
-            ]
-        )
-        .cte("v")
-    )  # a CTE: SQLite takes no column names after `(VALUES ...) AS v`
+        for row in range(rows)
+    ]
+    v = (union_all(*selects) if rows > 1 else selects[0]).cte("v")
     return (
         update(images)
         .where(
-            images.c.id == rows.c.v_id,
-            images.c.recheck_claim == rows.c.v_claim,
-            images.c.image_url == rows.c.v_url,
+            images.c.id == v.c.v_id,
+            images.c.recheck_claim == v.c.v_claim,
+            images.c.image_url == v.c.v_url,
         )
-        .values({name: rows.c[name] for name in written} | {name: images.c[name] for name in kept})
+        .values({name: v.c[name] for name in written} | {name: images.c[name] for name in kept})
         .returning(images.c.id)
     )
+
+
+def _parameters(shape: Shape, rows: int, writes: list[_Write]) -> dict[str, Any]:
+    written, _ = shape
+    parameters: dict[str, Any] = {}
+    for row in range(rows):
+        write = writes[row] if row < len(writes) else None
+        parameters[f"v_id_{row}"] = write.image.id if write else None
+        parameters[f"v_claim_{row}"] = write.image.claim if write else None
+        parameters[f"v_url_{row}"] = write.image.image_url if write else None
+        for name in written:
+            parameters[f"{name}_{row}"] = write.values[name] if write else None
+    return parameters
 
 
 class _GroupedWrites:
@@ -200,12 +223,22 @@ class _GroupedWrites:
         self._sessionmaker = sessionmaker
         self._queue: list[_Write] = []
         self._task: asyncio.Task[None] | None = None
+        self._statements: dict[tuple[Shape, int], Any] = {}
+        self._in_flight = 0
+        # Set whenever an outcome is queued: its check is done, its slot free.
+        self.queued = asyncio.Event()
+
+    @property
+    def pending(self) -> int:
+        """Outcomes waiting to be stored (queued, or in the transaction running now)."""
+        return len(self._queue) + self._in_flight
 
     async def store(self, image: ClaimedImage, values: dict[str, Any]) -> bool:
         """Write `values` to `image` while this worker's claim holds and the URL is the one
         checked; whether it did."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append(_Write(image, values, future))
+        self.queued.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await future
@@ -214,14 +247,20 @@ class _GroupedWrites:
         while self._queue:
             batch = self._queue[:MAX_WRITES_PER_TRANSACTION]
             del self._queue[:MAX_WRITES_PER_TRANSACTION]
-            shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], list[_Write]] = {}
+            self._in_flight = len(batch)
+            shapes: dict[Shape, list[_Write]] = {}
             for write in batch:
                 shapes.setdefault(write.shape, []).append(write)
             stored: set[int] = set()
             try:
                 async with self._sessionmaker() as session, session.begin():
                     for shape, writes in shapes.items():
-                        result = await session.execute(_batched_update(shape, writes))
+                        rows = _rows_for(len(writes))
+                        statement = self._statements.get((shape, rows))
+                        if statement is None:
+                            statement = _batched_update(shape, rows)
+                            self._statements[(shape, rows)] = statement
+                        result = await session.execute(statement, _parameters(shape, rows, writes))
                         stored.update(result.scalars())
                     # New bytes stored: the old bytes' thumbnails go in the same transaction
                     # (the moved `updated_at` also keeps a making under way from storing).
@@ -233,10 +272,12 @@ class _GroupedWrites:
                     if changed:
                         await session.execute(forget_thumbnails(*changed))
             except Exception as exc:
+                self._in_flight = 0
                 for write in batch:
                     if not write.future.done():
                         write.future.set_exception(exc)
                 continue
+            self._in_flight = 0
             for write in batch:
                 if not write.future.done():
                     write.future.set_result(write.image.id in stored)
@@ -286,7 +327,10 @@ class Rechecker:
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
-                room = batch_size - len(tasks)
+                # Images whose outcome waits for its write are done checking: the next
+                # claim need not wait for the write transaction (`checked` wakes us).
+                self._writes.queued.clear()
+                room = batch_size - max(len(tasks) - self._writes.pending, 0)
                 if not exhausted and not stop.is_set() and room >= self._concurrency:
                     claimed = await self._claim(room, due_before)
                     result.claimed += len(claimed)
@@ -297,11 +341,23 @@ class Rechecker:
                 if not tasks:
                     break
                 # Once stopping, only the checks are waited for (a done waiter would spin).
-                waiters = [*tasks] if stopping.done() else [*tasks, stopping]
-                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                waiters: list[asyncio.Task[Any]] = [*tasks]
+                if not stopping.done():
+                    waiters.append(stopping)
+                checked = None
+                if not exhausted and not stop.is_set():
+                    checked = asyncio.create_task(self._writes.queued.wait())
+                    waiters.append(checked)
+                try:
+                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if checked is not None:
+                        checked.cancel()
                 tasks -= done
                 for task in done:
-                    if task is not stopping and not task.cancelled() and task.exception():
+                    if task in (stopping, checked) or task.cancelled():
+                        continue
+                    if task.exception():
                         logger.error("recheck task failed", exc_info=task.exception())
         finally:
             stopping.cancel()
@@ -355,36 +411,36 @@ class Rechecker:
         token = secrets.token_hex(16)
         now = utcnow()
         lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+        # On the table, not the mapped class: an ORM-enabled UPDATE costs more CPU.
+        images = cast(Table, Image.__table__)
         candidates = (
-            select(Image.id)
-            .where(Image.due_at <= min(due_before, now))
-            .order_by(Image.due_at)
+            select(images.c.id)
+            .where(images.c.due_at <= min(due_before, now))
+            .order_by(images.c.due_at)
             .limit(limit)
         )
-        statement = update(Image)
+        statement = update(images)
         if self._skip_locked:
             # Rows another worker is claiming right now are skipped, not waited for.
             chosen = candidates.with_for_update(skip_locked=True).cte("due")
-            statement = statement.where(Image.id == chosen.c.id)
+            statement = statement.where(images.c.id == chosen.c.id)
         else:
             # SQLite runs one write statement at a time: the statement is the claim.
-            statement = statement.where(Image.id.in_(candidates.scalar_subquery()))
+            statement = statement.where(images.c.id.in_(candidates.scalar_subquery()))
         statement = statement.values(
             due_at=now + timedelta(seconds=self._lease_seconds),
             recheck_claim=token,
-            updated_at=Image.updated_at,  # a claim is no change to the image
+            updated_at=images.c.updated_at,  # a claim is no change to the image
         ).returning(
-            Image.id,
-            Image.image_url,
-            Image.etag,
-            Image.last_modified,
-            Image.fingerprint,
-            Image.failure_count,
+            images.c.id,
+            images.c.image_url,
+            images.c.etag,
+            images.c.last_modified,
+            images.c.fingerprint,
+            images.c.failure_count,
         )
         async with self._sessionmaker() as session, session.begin():
-            rows = (
-                await session.execute(statement, execution_options={"synchronize_session": False})
-            ).all()
+            rows = (await session.execute(statement)).all()
         return [
             ClaimedImage(
                 id=row.id,
