@@ -190,23 +190,31 @@ async def logout(auth: CurrentAuth, session: SessionDep) -> None:
     responses=error_responses(NotAuthenticated),
 )
 async def logout_all(user: CurrentUser, session: SessionDep) -> None:
-    """End every session of the signed-in user, this one included."""
-    await sessions.end_user_sessions(session, user.id)
+    """End every session of the signed-in user, this one included; pending password-reset
+    and email-change links stop working too."""
+    await service.sign_out_everywhere(session, user)
 
 
 @router.post(
     "/change-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change the password",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword),
+    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword, RateLimited),
 )
 async def change_password(
-    body: ChangePasswordRequest, auth: CurrentAuth, session: SessionDep, hasher: PasswordHasherDep
+    body: ChangePasswordRequest,
+    auth: CurrentAuth,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
 ) -> None:
-    """Set a new password (the old one is required); every other session is ended."""
+    """Set a new password (the old one is required); every other session is ended, and
+    pending password-reset and email-change links stop working. Wrong passwords count
+    against the account's sign-in limit."""
     await service.change_password(
         session,
         hasher,
+        limiter,
         auth.user,
         current_session_id=auth.session_id,
         old_password=body.old_password,
@@ -267,20 +275,37 @@ async def profile(user: CurrentUser) -> User:
     response_model=UserPrivate,
     summary="Change one's username or email",
     responses=error_responses(
-        NotAuthenticated, service.UsernameTaken, service.EmailTaken, InvalidInput
+        NotAuthenticated,
+        service.WrongPassword,
+        service.UsernameTaken,
+        service.EmailTaken,
+        InvalidInput,
+        RateLimited,
     ),
 )
 async def update_profile(
     body: ProfileUpdate,
     user: CurrentUser,
     session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
     outbox: OutboxDep,
     settings: SettingsDep,
 ) -> User:
-    """Change the username, or the email. With REGISTER_VERIFICATION_ENABLED a new email
-    takes effect only after the link mailed to it is followed (POST /accounts/verify-email)."""
+    """Change the username, or the email. Changing the email needs the current `password`
+    (wrong ones count against the account's sign-in limit). With
+    REGISTER_VERIFICATION_ENABLED a new email takes effect only after the link mailed to it
+    is followed (POST /accounts/verify-email)."""
     return await service.update_profile(
-        session, outbox, settings, user, username=body.username, email=body.email
+        session,
+        hasher,
+        limiter,
+        outbox,
+        settings,
+        user,
+        username=body.username,
+        email=body.email,
+        password=body.password,
     )
 
 
@@ -300,11 +325,15 @@ async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one's account",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput),
+    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput, RateLimited),
 )
 async def delete_profile(
-    body: DeleteAccountRequest, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+    body: DeleteAccountRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
 ) -> None:
-    """Delete the account (the password is required): the user, their sessions and their
-    images are gone."""
-    await service.delete_account(session, hasher, user, password=body.password)
+    """Delete the account (the password is required; wrong ones count against the
+    account's sign-in limit): the user, their sessions and their images are gone."""
+    await service.delete_account(session, hasher, limiter, user, password=body.password)

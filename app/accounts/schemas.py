@@ -167,15 +167,30 @@ class LinkTokenRequest(BaseModel):
 
 
 class ProfileUpdate(BaseModel):
-    """Fields to change; omitted ones stay as they are."""
+    """Fields to change; omitted ones stay as they are. A new `email` needs the current
+    `password` too."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"username": "alice2", "email": "new@example.com"}]},
+        json_schema_extra={
+            "examples": [
+                {"username": "alice2"},
+                {"email": "new@example.com", "password": "correct horse battery staple"},
+            ]
+        },
     )
 
     username: Username | None = None
     email: EmailStr | None = Field(default=None, max_length=320)
+    password: Password | None = Field(
+        default=None, description="The current password; required when `email` is given."
+    )
+
+    @model_validator(mode="after")
+    def _email_needs_password(self) -> ProfileUpdate:
+        if self.email is not None and self.password is None:
+            raise ValueError("password is required to change the email")
+        return self
 
 
 class DeleteAccountRequest(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.link_tokens import revoke_credential_tokens
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
@@ -313,8 +314,12 @@ async def login(
 
 
 async def _check_password(
-    session: AsyncSession, hasher: PasswordHasher, user: User, password: str
+    session: AsyncSession, hasher: PasswordHasher, limiter: RateLimiter, user: User, password: str
 ) -> None:
+    """`WrongPassword` unless `password` is the user's. Every check counts against the
+    account's sign-in limit, before any hashing: a stolen access token must not become an
+    unlimited password oracle (or a way to keep every hashing thread busy)."""
+    await limiter.hit("login_account", f"user:{user.id}")
     if not await _verify_without_connection(session, hasher, user, password):
         raise WrongPassword()
 
@@ -322,17 +327,20 @@ async def _check_password(
 async def change_password(
     session: AsyncSession,
     hasher: PasswordHasher,
+    limiter: RateLimiter,
     user: User,
     *,
     current_session_id: int,
     old_password: str,
     password: str,
 ) -> None:
-    """Set a new password; every other session of the user ends, the caller's stays."""
-    await _check_password(session, hasher, user, old_password)
+    """Set a new password; every other session of the user ends, the caller's stays, and
+    pending reset and email-change links die."""
+    await _check_password(session, hasher, limiter, user, old_password)
     await ensure_strong_password(password, username=user.username, email=user.email)
     user.password_hash = await _hash_without_connection(session, hasher, password)
     await end_user_sessions(session, user.id, except_session_id=current_session_id)
+    await revoke_credential_tokens(session, user.id)
     await session.flush()
 
 
@@ -374,7 +382,8 @@ async def send_reset_password_link(
 async def reset_password(
     session: AsyncSession, hasher: PasswordHasher, *, token: str, password: str
 ) -> None:
-    """Set a new password with a mailed token; the token dies and every session ends."""
+    """Set a new password with a mailed token; the token, the user's other reset links and
+    pending email changes die, and every session ends."""
     user = await _find_link_token_user(session, token, "reset_password")
     if not user.is_active:
         raise InvalidLinkToken()
@@ -384,26 +393,30 @@ async def reset_password(
     user.password_hash = new_hash
     # Whoever holds the mailbox just proved it.
     user.is_verified = True
-    await session.execute(
-        delete(AccountToken).where(
-            AccountToken.user_id == user.id, AccountToken.purpose == "reset_password"
-        )
-    )
+    await revoke_credential_tokens(session, user.id)
     await end_user_sessions(session, user.id)
     await session.flush()
 
 
 async def update_profile(
     session: AsyncSession,
+    hasher: PasswordHasher,
+    limiter: RateLimiter,
     outbox: Outbox,
     settings: Settings,
     user: User,
     *,
     username: str | None,
     email: str | None,
+    password: str | None,
 ) -> User:
     """Change one's username at once; a new email at once, or (with verification on) only
-    once the token mailed to the new address comes back."""
+    once the token mailed to the new address comes back. An email change needs the current
+    password: whoever controls the address controls the password resets."""
+    if email is not None:
+        if password is None:  # pragma: no cover - the request schema requires it
+            raise WrongPassword()
+        await _check_password(session, hasher, limiter, user, password)
     if email == user.email:
         email = None
     await ensure_identity_free(session, username=username, email=email, except_user_id=user.id)
@@ -451,12 +464,23 @@ async def verify_email(session: AsyncSession, *, token: str) -> None:
     await flush_identity(session)
 
 
+async def sign_out_everywhere(session: AsyncSession, user: User) -> None:
+    """End every session of the user, and the reset and email-change links pending."""
+    await end_user_sessions(session, user.id)
+    await revoke_credential_tokens(session, user.id)
+
+
 async def delete_account(
-    session: AsyncSession, hasher: PasswordHasher, user: User, *, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    limiter: RateLimiter,
+    user: User,
+    *,
+    password: str,
 ) -> None:
     """Delete the account after checking the password; its sessions, tokens and images
     go with it (foreign-key cascades)."""
-    await _check_password(session, hasher, user, password)
+    await _check_password(session, hasher, limiter, user, password)
     await session.delete(user)
     await session.flush()
 

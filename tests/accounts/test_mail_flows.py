@@ -235,7 +235,7 @@ async def test_change_username_and_email_without_verification(
     response = await client.patch(
         "/accounts/profile",
         headers=account.headers,
-        json={"username": "alicia", "email": "alicia@example.com"},
+        json={"username": "alicia", "email": "alicia@example.com", "password": PASSWORD},
     )
     assert response.status_code == 200
     body = response.json()
@@ -255,7 +255,9 @@ async def test_change_profile_refuses_taken_names(client: httpx.AsyncClient) -> 
     )
     assert_error(taken_name, 409, "username_taken")
     taken_email = await client.patch(
-        "/accounts/profile", headers=account.headers, json={"email": "bob@example.com"}
+        "/accounts/profile",
+        headers=account.headers,
+        json={"email": "bob@example.com", "password": PASSWORD},
     )
     assert_error(taken_email, 409, "email_taken")
     forbidden = await client.patch(
