@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     rate_limit_reset_per_address: str = "5/hour"
     redis_url: str | None = None
     rate_limit_key_prefix: str = "gallery-api"
+    # The proxies whose X-Forwarded-For/-Proto are believed (app/ops/proxies.py); empty:
+    # nobody's, so a client cannot pick the address its limits, logs and /metrics see.
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
     admin_username: str | None = None
@@ -107,7 +109,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, le=64)
-    forwarded_allow_ips: str = "127.0.0.1"
     graceful_timeout: int = Field(default=20, ge=1, le=600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

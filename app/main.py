@@ -33,6 +33,7 @@ from app.ops.middleware import (
     SecurityHeadersMiddleware,
     TrustedHostMiddleware,
 )
+from app.ops.proxies import ProxyHeadersMiddleware
 from app.ops.router import metrics_router
 from app.ops.router import router as ops_router
 from app.pagination import CursorCodec
@@ -183,6 +184,8 @@ def create_app(
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: everything inside sees the client TRUSTED_PROXIES vouches for.
+    app.add_middleware(ProxyHeadersMiddleware, trusted=settings.trusted_proxy_networks)
 
     generate_openapi = app.openapi
 

@@ -1,14 +1,12 @@
 """Abuse limits on the account endpoints (the `limits` library, async API) and the client
-address they are keyed on."""
+address they are keyed on (app/ops/proxies.py settles who the client is)."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import time
-from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request, status
@@ -22,7 +20,6 @@ from app.errors import AppError
 logger = logging.getLogger(__name__)
 
 LimitName = Literal["login_account", "login_address", "register_address", "reset_address"]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimited(AppError):
@@ -103,39 +100,9 @@ async def get_rate_limiter(request: Request) -> RateLimiter:
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The address of the client: the peer itself, or, when the peer is a trusted proxy, the
-    nearest untrusted address in `X-Forwarded-For` (read from the right, since only entries
-    appended by our own proxies can be believed)."""
-    address = peer or "unknown"
-    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
-        return address
-    for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            # A malformed entry: nothing to its left can be trusted either.
-            return address
-        address = hop
-        if not _is_trusted(hop, trusted):
-            return hop
-    return address
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
-
-
 async def request_client_address(request: Request) -> str:
-    settings: Settings = request.app.state.settings
-    peer = request.client.host if request.client else None
-    return client_address(
-        peer, request.headers.get("x-forwarded-for"), settings.trusted_proxy_networks
-    )
+    """The client's address, as the proxy middleware (TRUSTED_PROXIES) settled it."""
+    return request.client.host if request.client else "unknown"
 
 
 ClientAddress = Annotated[str, Depends(request_client_address)]

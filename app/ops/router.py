@@ -48,7 +48,8 @@ async def metrics(request: Request) -> Response:
     """Request counts and latency per route, image-check outcomes, database pool use."""
     settings: Settings = request.app.state.settings
     client = request.client.host if request.client else None
-    if not metrics_client_allowed(client, settings.metrics_allowed_networks):
+    production = settings.environment == "production"
+    if not metrics_client_allowed(client, settings.metrics_allowed_networks, production=production):
         # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
         raise NotFound()
     app_metrics: Metrics = request.app.state.metrics
