@@ -75,7 +75,10 @@ _LOGIN_BODY: dict[str, Any] = {
 }
 
 
-def _token_response(pair: TokenPair) -> TokenResponse:
+def _token_response(pair: TokenPair, response: Response) -> TokenResponse:
+    # RFC 6749 section 5.1: no cache, shared or private, may keep a token.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return TokenResponse(
         access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
     )
@@ -138,6 +141,7 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 )
 async def login(
     body: Annotated[LoginRequest, Depends(_login_body)],
+    response: Response,
     session: SessionDep,
     hasher: PasswordHasherDep,
     tokens: TokenServiceDep,
@@ -155,7 +159,7 @@ async def login(
         login=body.login,
         password=body.password,
     )
-    return _token_response(pair)
+    return _token_response(pair, response)
 
 
 @router.post(
@@ -165,11 +169,12 @@ async def login(
     responses=error_responses(InvalidToken, InvalidInput),
 )
 async def refresh(
-    body: RefreshRequest, session: SessionDep, tokens: TokenServiceDep
+    body: RefreshRequest, response: Response, session: SessionDep, tokens: TokenServiceDep
 ) -> TokenResponse:
     """Rotate: the refresh token stops working and a new pair is returned. A refresh token
     used twice ends its whole session (the second use is taken as theft)."""
-    return _token_response(await sessions.refresh_session(session, tokens, body.refresh_token))
+    pair = await sessions.refresh_session(session, tokens, body.refresh_token)
+    return _token_response(pair, response)
 
 
 @router.post(
