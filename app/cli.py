@@ -116,6 +116,9 @@ def _run_server(settings: Settings) -> None:
         # The app settles the client address itself from TRUSTED_PROXIES
         # (app/ops/proxies.py); uvicorn's handling would believe loopback by default.
         proxy_headers=False,
+        # httptools with bounds on the request headers' size and the time to send them
+        # (MAX_HEADER_BYTES, HEADER_TIMEOUT), which uvicorn's own protocols do not enforce.
+        http="app.ops.http_protocol:BoundedHttpToolsProtocol",
         timeout_graceful_shutdown=settings.graceful_timeout,
         log_config=logging_config(settings),
         # The app logs each request once, with its id; uvicorn's own line would repeat it.

@@ -105,6 +105,11 @@ class Settings(BaseSettings):
     image_sniff: bool = True
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # What a client can make `gallery serve` hold before its request starts, with no proxy
+    # in front (app/ops/http_protocol.py): the request line and headers, in bytes, and the
+    # seconds it may take to send them.
+    max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
