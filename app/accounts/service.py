@@ -28,7 +28,7 @@ from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
 from app.mail import Mail, Outbox
 from app.rate_limits import RateLimiter
-from app.text import email_key, username_key
+from app.users.identity import email_key, username_key
 from app.users.models import User
 
 TokenPurpose = Literal["reset_password", "verify_registration", "verify_email"]

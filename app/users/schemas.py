@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from app.text import Username
+from app.users.identity import Username
 
 
 class UserPublic(BaseModel):
