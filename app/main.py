@@ -73,14 +73,19 @@ class StripTrailingSlash:
 async def _bootstrap_admin(app: FastAPI, settings: Settings) -> None:
     if not (settings.admin_username and settings.admin_email and settings.admin_password):
         return
-    async with app.state.sessionmaker() as session, session.begin():
-        await accounts_service.bootstrap_admin(
-            session,
-            app.state.password_hasher,
-            username=settings.admin_username,
-            email=settings.admin_email,
-            password=settings.admin_password.get_secret_value(),
-        )
+    try:
+        async with app.state.sessionmaker() as session, session.begin():
+            await accounts_service.bootstrap_admin(
+                session,
+                app.state.password_hasher,
+                username=settings.admin_username,
+                email=settings.admin_email,
+                password=settings.admin_password.get_secret_value(),
+            )
+    except accounts_service.AdminBootstrapConflict as exc:
+        # Start-up fails (uvicorn exits non-zero); the reason is the line an operator reads.
+        logger.critical("admin bootstrap refused: %s", exc)
+        raise
 
 
 def create_app(

@@ -485,13 +485,38 @@ async def delete_account(
     await session.flush()
 
 
+class AdminBootstrapConflict(Exception):
+    """ADMIN_USERNAME or ADMIN_EMAIL belongs to an account that is not the configured admin:
+    start-up stops rather than hand admin rights to whoever registered the name first."""
+
+
 async def bootstrap_admin(
     session: AsyncSession, hasher: PasswordHasher, *, username: str, email: str, password: str
 ) -> User:
-    """Make sure the configured admin exists and is an admin; an existing password is kept."""
-    user = (
+    """Make sure the configured admin exists and is an admin; an existing password is kept.
+
+    An existing account is made admin only when it matches both ADMIN_USERNAME (or a name
+    that looks like it) and ADMIN_EMAIL; one that matches only one of them raises
+    `AdminBootstrapConflict`, naming it."""
+    by_name = (
         await session.execute(select(User).where(User.username_key == username_key(username)))
     ).scalar_one_or_none()
+    by_email = (
+        await session.execute(select(User).where(User.email_key == email_key(email)))
+    ).scalar_one_or_none()
+    if by_name is not None and by_name.email_key != email_key(email):
+        raise AdminBootstrapConflict(
+            f"ADMIN_USERNAME={username!r}: account {by_name.id} ({by_name.username!r}) has that"
+            " name but another email than ADMIN_EMAIL; it is not made admin. Rename or delete"
+            " that account, or choose another ADMIN_USERNAME."
+        )
+    if by_email is not None and by_email is not by_name:
+        raise AdminBootstrapConflict(
+            f"ADMIN_EMAIL: account {by_email.id} ({by_email.username!r}) has that email but"
+            f" another username than ADMIN_USERNAME={username!r}; it is not made admin. Set"
+            " ADMIN_USERNAME to that account's name, or choose another ADMIN_EMAIL."
+        )
+    user = by_name
     if user is None:
         user = await create_user(
             session, hasher, username=username, email=email, password=password, is_admin=True
