@@ -13,6 +13,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.expired_registrations import remove_expired_registrations
 from app.accounts.link_tokens import revoke_credential_tokens
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
@@ -112,12 +113,20 @@ async def create_user(
     password: str,
     is_admin: bool = False,
     is_verified: bool = True,
+    unverified_expire_after: timedelta | None = None,
 ) -> User:
-    """Create an account after checking the password policy and that the identity is free."""
+    """Create an account after checking the password policy and that the identity is free.
+
+    With `unverified_expire_after`, accounts holding the username or email that were never
+    verified within that time are removed first: they no longer block it."""
     await ensure_strong_password(password, username=username, email=email)
     # Hashed before the first query, so no connection is held while hashing (and callers
     # with a transaction of their own, like the admin bootstrap, keep it).
     password_hash = await hasher.hash(password)
+    if unverified_expire_after is not None:
+        await remove_expired_registrations(
+            session, username=username, email=email, max_age=unverified_expire_after
+        )
     await ensure_identity_free(session, username=username, email=email, except_user_id=None)
     user = User(
         username=username,
@@ -233,7 +242,13 @@ async def register(
     await limiter.hit("register_address", address)
     verify = settings.register_verification_enabled
     user = await create_user(
-        session, hasher, username=username, email=email, password=password, is_verified=not verify
+        session,
+        hasher,
+        username=username,
+        email=email,
+        password=password,
+        is_verified=not verify,
+        unverified_expire_after=timedelta(hours=settings.verification_expire_hours),
     )
     if verify:
         token = await _issue_link_token(
