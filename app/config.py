@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     rate_limit_login_per_address: str = "30/minute"
     rate_limit_register_per_address: str = "10/hour"
     rate_limit_reset_per_address: str = "5/hour"
+    # Reset mails per account (or per unknown login): over it the answer is still 202.
+    rate_limit_reset_per_account: str = "3/hour"
     redis_url: str | None = None
     rate_limit_key_prefix: str = "gallery-api"
     # The proxies whose X-Forwarded-For/-Proto are believed (app/ops/proxies.py); empty:
@@ -165,6 +167,7 @@ class Settings(BaseSettings):
         "rate_limit_login_per_address",
         "rate_limit_register_per_address",
         "rate_limit_reset_per_address",
+        "rate_limit_reset_per_account",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

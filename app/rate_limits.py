@@ -19,7 +19,9 @@ from app.errors import AppError
 
 logger = logging.getLogger(__name__)
 
-LimitName = Literal["login_account", "login_address", "register_address", "reset_address"]
+LimitName = Literal[
+    "login_account", "login_address", "register_address", "reset_address", "reset_account"
+]
 
 
 class RateLimited(AppError):
@@ -65,6 +67,7 @@ class RateLimiter:
             "login_address": parse_many(settings.rate_limit_login_per_address),
             "register_address": parse_many(settings.rate_limit_register_per_address),
             "reset_address": parse_many(settings.rate_limit_reset_per_address),
+            "reset_account": parse_many(settings.rate_limit_reset_per_account),
         }
 
     async def hit(self, name: LimitName, key: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -236,16 +236,24 @@ async def change_password(
 )
 async def send_reset_password_link(
     body: SendResetLinkRequest,
-    session: SessionDep,
+    request: Request,
+    background: BackgroundTasks,
     limiter: RateLimiterDep,
-    outbox: OutboxDep,
     settings: SettingsDep,
     address: ClientAddress,
 ) -> Message:
     """Mail a single-use reset link to the account with this username or email. The answer
-    is the same whether or not such an account exists."""
-    await service.send_reset_password_link(
-        session, limiter, outbox, settings, address=address, login=body.login
+    is the same, and as quick, whether or not such an account exists: the lookup and the
+    mail happen after it. At most RATE_LIMIT_RESET_PER_ACCOUNT mails per account; beyond
+    that the answer is still 202 and no mail goes out."""
+    await service.count_reset_link_request(limiter, address=address)
+    background.add_task(
+        service.mail_reset_link,
+        request.app.state.sessionmaker,
+        limiter,
+        request.app.state.mailer,
+        settings,
+        login=body.login,
     )
     return Message(detail=RESET_LINK_SENT)
 

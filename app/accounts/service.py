@@ -11,7 +11,7 @@ from fastapi import status
 from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.expired_registrations import remove_expired_registrations
 from app.accounts.link_tokens import revoke_credential_tokens
@@ -27,8 +27,8 @@ from app.accounts.sessions import TokenPair, end_user_sessions, start_session
 from app.config import Settings
 from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
-from app.mail import Mail, Outbox
-from app.rate_limits import RateLimiter
+from app.mail import Mail, Mailer, Outbox
+from app.rate_limits import RateLimited, RateLimiter
 from app.users.identity import email_key, username_key
 from app.users.models import User
 
@@ -359,39 +359,57 @@ async def change_password(
     await session.flush()
 
 
-async def send_reset_password_link(
-    session: AsyncSession,
+async def count_reset_link_request(limiter: RateLimiter, *, address: str) -> None:
+    """The request half of POST /accounts/send-reset-password-link: the per-address limit.
+
+    Nothing here depends on whether an account matches, so an existing account's answer
+    takes as long as a missing one's; `mail_reset_link` does the rest after the response."""
+    await limiter.hit("reset_address", address)
+
+
+async def mail_reset_link(
+    sessionmaker: async_sessionmaker[AsyncSession],
     limiter: RateLimiter,
-    outbox: Outbox,
+    mailer: Mailer,
     settings: Settings,
     *,
-    address: str,
     login: str,
 ) -> None:
-    """Mail a single-use reset link when the account exists; the caller learns nothing
-    either way (the mail goes out after the response)."""
-    await limiter.hit("reset_address", address)
-    user = await find_user_by_login(session, login)
-    if user is None or not user.is_active:
+    """Mail a single-use reset link when `login` names an active account and its reset mails
+    are within RATE_LIMIT_RESET_PER_ACCOUNT. Runs after the response, in its own
+    transaction; failures are logged (the caller was answered 202 either way)."""
+    try:
+        async with sessionmaker() as session:
+            user = await find_user_by_login(session, login)
+            await end_read_transaction(session)
+            account_key = f"user:{user.id}" if user is not None else f"login:{username_key(login)}"
+            try:
+                await limiter.hit("reset_account", account_key)
+            except RateLimited:
+                return
+            if user is None or not user.is_active:
+                return
+            token = await _issue_link_token(
+                session,
+                user,
+                "reset_password",
+                timedelta(minutes=settings.reset_password_expire_minutes),
+            )
+            mail = Mail(
+                to=user.email,
+                subject="Reset your Gallery API password",
+                body=(
+                    f"Hello {user.username},\n\nset a new password by opening this link "
+                    f"(valid {settings.reset_password_expire_minutes} minutes, once):\n"
+                    f"{_link(settings, 'reset-password', token)}\n\n"
+                    f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
+                ),
+            )
+            await session.commit()
+    except Exception:
+        logger.exception("reset link not sent")
         return
-    token = await _issue_link_token(
-        session,
-        user,
-        "reset_password",
-        timedelta(minutes=settings.reset_password_expire_minutes),
-    )
-    outbox.send_after_commit(
-        Mail(
-            to=user.email,
-            subject="Reset your Gallery API password",
-            body=(
-                f"Hello {user.username},\n\nset a new password by opening this link "
-                f"(valid {settings.reset_password_expire_minutes} minutes, once):\n"
-                f"{_link(settings, 'reset-password', token)}\n\n"
-                f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
-            ),
-        )
-    )
+    await mailer.send(mail)
 
 
 async def reset_password(

@@ -329,7 +329,9 @@ async def test_no_mail_goes_out_when_the_transaction_fails(
         response = await _send_link(client, "alice")
     finally:
         app.state.sessionmaker = working
-    assert_error(response, 503, "database_unavailable")
+    # The lookup, the token and the mail happen after the answer (which is the same whether
+    # or not the account exists, so a failure there cannot show in it either).
+    assert response.status_code == 202
     # The mail is sent only after a commit; give a wrongly sent one time to arrive.
     await asyncio.sleep(0.3)
     assert mail.mails_to("alice@example.com") == []
