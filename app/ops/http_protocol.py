@@ -67,9 +67,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Bytes received since the current request's headers began; counted from the raw
         # stream, since llhttp hands a header line over only once it is whole.
         self._header_bytes = 0
-        # The same, counted from what the parser handed over (a request whose headers and
-        # body arrive in one read is complete before the raw count is looked at).
-        self._parsed_header_bytes = 0
         self._headers_too_large = False
         self._reading_headers = True
         self._header_timer: asyncio.TimerHandle | None = None
@@ -85,48 +82,34 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._reading_headers:
             self._header_bytes += len(data)
-            if self._header_timer is None:
-                # The first bytes of a kept-alive connection's next request.
-                self._arm_header_timer()
         super().data_received(data)
-        if (
-            self._reading_headers
-            and self._header_bytes > self._max_header_bytes
-            and not self.transport.is_closing()
-        ):
+        if not self._reading_headers or self.transport.is_closing():
+            return
+        if self._header_bytes > self._max_header_bytes:
             self._refuse_oversized_headers()
+        elif self._header_timer is None:
+            # A kept-alive connection's next request began and is not complete yet. (Armed
+            # after parsing: a request that arrives whole never costs a timer.)
+            self._arm_header_timer()
 
-    def on_message_begin(self) -> None:
-        self._parsed_header_bytes = 0
-        super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        self._count_parsed(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_parsed(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
-    def _count_parsed(self, size: int) -> None:
-        self._parsed_header_bytes += size
-        if self._parsed_header_bytes > self._max_header_bytes:
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._cancel_header_timer()
+        # Headers that arrived whole in one read were never looked at by the raw count.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self._max_header_bytes:
             # uvicorn turns a callback's exception into its "invalid request" answer, which
-            # send_400_response below replaces with the 431.
+            # send_400_response below replaces with the 431 (no request cycle is started).
             self._headers_too_large = True
             raise HeadersTooLarge()
+        super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
         if self._headers_too_large:
             self._refuse_oversized_headers()
             return
         super().send_400_response(msg)
-
-    def on_headers_complete(self) -> None:
-        self._reading_headers = False
-        self._header_bytes = 0
-        self._cancel_header_timer()
-        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
