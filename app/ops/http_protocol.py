@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -83,13 +84,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._reading_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        if not self._reading_headers or self.transport.is_closing():
+        # Zero after a request that arrived whole: the common case stops here.
+        if not self._reading_headers or not self._header_bytes or self.transport.is_closing():
             return
         if self._header_bytes > self._max_header_bytes:
             self._refuse_oversized_headers()
         elif self._header_timer is None:
-            # A kept-alive connection's next request began and is not complete yet. (Armed
-            # after parsing: a request that arrives whole never costs a timer.)
+            # A kept-alive connection's next request began in this read and its headers are
+            # not complete. (Armed after parsing: a request that arrives whole never costs a
+            # timer. Bytes after a whole request in the same read are not counted; if they
+            # stall, uvicorn's keep-alive timer, armed when the answer is sent, closes.)
             self._arm_header_timer()
 
     def on_headers_complete(self) -> None:
@@ -97,7 +101,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._cancel_header_timer()
         # Headers that arrived whole in one read were never looked at by the raw count.
-        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        headers = self.headers
+        size = len(self.url) + 4 * len(headers) + sum(map(len, chain.from_iterable(headers)))
         if size > self._max_header_bytes:
             # uvicorn turns a callback's exception into its "invalid request" answer, which
             # send_400_response below replaces with the 431 (no request cycle is started).
