@@ -10,7 +10,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import utcnow
-from app.users.identity import email_key, username_key
+from app.users.identity_keys import email_key, username_key
 from app.users.models import User
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from app.text import StorableStr
-from app.users.identity import Username
+from app.users.identity_keys import Username
 
 # Long enough for any passphrase, short enough that hashing it costs nothing extra.
 Password = Annotated[StorableStr, StringConstraints(min_length=1, max_length=1024)]

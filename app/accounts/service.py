@@ -13,8 +13,8 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts.credential_tokens import revoke_credential_tokens
 from app.accounts.expired_registrations import remove_expired_registrations
-from app.accounts.link_tokens import revoke_credential_tokens
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
@@ -29,7 +29,7 @@ from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
 from app.mail import Mail, Mailer, Outbox
 from app.rate_limits import RateLimited, RateLimiter
-from app.users.identity import email_key, username_key
+from app.users.identity_keys import email_key, username_key
 from app.users.models import User
 
 TokenPurpose = Literal["reset_password", "verify_registration", "verify_email"]

@@ -8,7 +8,7 @@ from sqlalchemy import Boolean, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntId, UTCDateTime, utcnow
-from app.users.identity import USERNAME_KEY_MAX_LENGTH
+from app.users.identity_keys import USERNAME_KEY_MAX_LENGTH
 
 
 class User(Base):

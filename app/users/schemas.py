@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
-from app.users.identity import Username
+from app.users.identity_keys import Username
 
 
 class UserPublic(BaseModel):

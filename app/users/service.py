@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.service import ensure_identity_free, flush_identity
 from app.errors import NotFound
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
-from app.users.identity import email_key, username_key
+from app.users.identity_keys import email_key, username_key
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from app.users.identity import USERNAME_KEY_MAX_LENGTH, fold_username, username_key
+from app.users.identity_keys import USERNAME_KEY_MAX_LENGTH, fold_username, username_key
 
 revision: str = "0004_identity_skeletons"
 down_revision: str | None = "0003_account_sessions"
