@@ -16,6 +16,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.config import Settings
 from app.errors import AppError
+from app.state import StateDep
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +96,8 @@ class RateLimiter:
 
 # Both dependencies are `async def` though they never await: FastAPI runs a plain `def`
 # dependency in a worker thread, a thread hop per login the profile showed for nothing.
-async def get_rate_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    return limiter
+async def get_rate_limiter(state: StateDep) -> RateLimiter:
+    return state.rate_limiter
 
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

@@ -13,8 +13,16 @@ from app.accounts.dependencies import (
     CurrentAuth,
     CurrentUser,
     PasswordHasherDep,
-    SettingsDep,
     TokenServiceDep,
+)
+from app.accounts.errors import (
+    AccountNotVerified,
+    InactiveAccount,
+    InvalidCredentials,
+    InvalidLinkToken,
+    InvalidToken,
+    NotAuthenticated,
+    WrongPassword,
 )
 from app.accounts.password_policy import WeakPassword
 from app.accounts.schemas import (
@@ -33,16 +41,11 @@ from app.accounts.schemas import (
 )
 from app.accounts.sessions import TokenPair
 from app.db import SessionDep
-from app.errors import (
-    InactiveAccount,
-    InvalidCredentials,
-    InvalidInput,
-    InvalidToken,
-    NotAuthenticated,
-    error_responses,
-)
+from app.errors import InvalidInput, error_responses
 from app.mail import OutboxDep
 from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
+from app.state import SettingsDep, StateDep
+from app.users.errors import EmailTaken, UsernameTaken
 from app.users.models import User
 from app.users.schemas import UserPrivate
 
@@ -92,7 +95,7 @@ RESET_LINK_SENT = "If an account matches, a link to reset its password has been 
     status_code=status.HTTP_201_CREATED,
     response_model=UserPrivate,
     summary="Create an account",
-    responses=error_responses(service.UsernameTaken, service.EmailTaken, WeakPassword, RateLimited),
+    responses=error_responses(UsernameTaken, EmailTaken, WeakPassword, RateLimited),
 )
 async def register(
     body: RegisterRequest,
@@ -123,7 +126,7 @@ async def register(
     "/verify-registration",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new account",
-    responses=error_responses(service.InvalidLinkToken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, InvalidInput),
 )
 async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> None:
     """Confirm the account with the token from the registration mail (single use)."""
@@ -136,7 +139,7 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
     summary="Sign in and get a token pair",
     openapi_extra=_LOGIN_BODY,
     responses=error_responses(
-        InvalidCredentials, InactiveAccount, service.AccountNotVerified, InvalidInput, RateLimited
+        InvalidCredentials, InactiveAccount, AccountNotVerified, InvalidInput, RateLimited
     ),
 )
 async def login(
@@ -204,7 +207,7 @@ async def logout_all(user: CurrentUser, session: SessionDep) -> None:
     "/change-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change the password",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword, RateLimited),
+    responses=error_responses(NotAuthenticated, WrongPassword, WeakPassword, RateLimited),
 )
 async def change_password(
     body: ChangePasswordRequest,
@@ -236,23 +239,21 @@ async def change_password(
 )
 async def send_reset_password_link(
     body: SendResetLinkRequest,
-    request: Request,
     background: BackgroundTasks,
-    limiter: RateLimiterDep,
-    settings: SettingsDep,
+    state: StateDep,
     address: ClientAddress,
 ) -> Message:
     """Mail a single-use reset link to the account with this username or email. The answer
     is the same, and as quick, whether or not such an account exists: the lookup and the
     mail happen after it. At most RATE_LIMIT_RESET_PER_ACCOUNT mails per account; beyond
     that the answer is still 202 and no mail goes out."""
-    await service.count_reset_link_request(limiter, address=address)
+    await service.count_reset_link_request(state.rate_limiter, address=address)
     background.add_task(
         service.mail_reset_link,
-        request.app.state.sessionmaker,
-        limiter,
-        request.app.state.mailer,
-        settings,
+        state.sessionmaker,
+        state.rate_limiter,
+        state.mailer,
+        state.settings,
         login=body.login,
     )
     return Message(detail=RESET_LINK_SENT)
@@ -262,7 +263,7 @@ async def send_reset_password_link(
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Set a new password with a mailed token",
-    responses=error_responses(service.InvalidLinkToken, WeakPassword),
+    responses=error_responses(InvalidLinkToken, WeakPassword),
 )
 async def reset_password(
     body: ResetPasswordRequest, session: SessionDep, hasher: PasswordHasherDep
@@ -288,12 +289,7 @@ async def profile(user: CurrentUser) -> User:
     response_model=UserPrivate,
     summary="Change one's username or email",
     responses=error_responses(
-        NotAuthenticated,
-        service.WrongPassword,
-        service.UsernameTaken,
-        service.EmailTaken,
-        InvalidInput,
-        RateLimited,
+        NotAuthenticated, WrongPassword, UsernameTaken, EmailTaken, InvalidInput, RateLimited
     ),
 )
 async def update_profile(
@@ -326,7 +322,7 @@ async def update_profile(
     "/verify-email",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new email address",
-    responses=error_responses(service.InvalidLinkToken, service.EmailTaken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, EmailTaken, InvalidInput),
 )
 async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     """Switch the account to the address the token was mailed to (single use)."""
@@ -338,7 +334,7 @@ async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one's account",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput, RateLimited),
+    responses=error_responses(NotAuthenticated, WrongPassword, InvalidInput, RateLimited),
 )
 async def delete_profile(
     body: DeleteAccountRequest,

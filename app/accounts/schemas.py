@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
+from app.schemas import RequestModel
 from app.text import StorableStr
 from app.users.identity_keys import Username
 
@@ -14,11 +15,10 @@ Password = Annotated[StorableStr, StringConstraints(min_length=1, max_length=102
 Login = Annotated[StorableStr, StringConstraints(min_length=1, max_length=320)]
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(RequestModel):
     """A new account; the password policy is listed at POST /accounts/register."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -43,11 +43,10 @@ class RegisterRequest(BaseModel):
         return self
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestModel):
     """JSON login: `login` is the username or the email."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"login": "alice", "password": "correct horse battery staple"}]
         },
@@ -70,7 +69,7 @@ class LoginForm(BaseModel):
 LinkToken = Annotated[StorableStr, StringConstraints(min_length=1, max_length=256)]
 
 
-class _PasswordPair(BaseModel):
+class _PasswordPair(RequestModel):
     password: Password
     password_confirm: Password
 
@@ -105,17 +104,14 @@ class TokenResponse(BaseModel):
     )
 
 
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]}
-    )
+class RefreshRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]})
 
     refresh_token: LinkToken
 
 
 class ChangePasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -130,19 +126,16 @@ class ChangePasswordRequest(_PasswordPair):
     old_password: Password
 
 
-class SendResetLinkRequest(BaseModel):
+class SendResetLinkRequest(RequestModel):
     """`login` is the username or the email."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"login": "alice@example.com"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "alice@example.com"}]})
 
     login: Login
 
 
 class ResetPasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -157,22 +150,21 @@ class ResetPasswordRequest(_PasswordPair):
     token: LinkToken
 
 
-class LinkTokenRequest(BaseModel):
+class LinkTokenRequest(RequestModel):
     """A token from a mailed link."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"token": "the token from the mail"}]}
+        json_schema_extra={"examples": [{"token": "the token from the mail"}]}
     )
 
     token: LinkToken
 
 
-class ProfileUpdate(BaseModel):
+class ProfileUpdate(RequestModel):
     """Fields to change; omitted ones stay as they are. A new `email` needs the current
     `password` too."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"username": "alice2"},
@@ -194,9 +186,8 @@ class ProfileUpdate(BaseModel):
         return self
 
 
-class DeleteAccountRequest(BaseModel):
+class DeleteAccountRequest(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"password": "correct horse battery staple"}]},
     )
 

@@ -8,10 +8,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.errors import InvalidToken
 from app.accounts.models import AccountSession, RefreshToken
 from app.accounts.security import TokenService, hash_opaque_token, new_opaque_token
 from app.db import utcnow
-from app.errors import InvalidToken
 from app.users.models import User
 
 

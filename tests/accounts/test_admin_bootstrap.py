@@ -16,10 +16,11 @@ from sqlalchemy import select
 
 from app.accounts.service import AdminBootstrapConflict
 from app.main import create_app
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import make_settings, migrate, new_database
-from tests.helpers import PASSWORD, login
-from tests.live_server import ROOT, TEST_SECRET, live_server
+from tests.support.helpers import PASSWORD, login
+from tests.support.live_server import ROOT, TEST_SECRET, live_server
 
 ADMIN_PASSWORD = "first-admin-password"
 
@@ -46,7 +47,7 @@ async def _register(url: str, username: str, email: str) -> None:
 
 async def _admins(url: str) -> list[str]:
     app = create_app(make_settings(url))
-    async with LifespanManager(app), app.state.sessionmaker() as session:
+    async with LifespanManager(app), app_state(app).sessionmaker() as session:
         query = select(User.username).where(User.is_admin.is_(True))
         return list((await session.execute(query)).scalars())
 

@@ -14,10 +14,11 @@ from sqlalchemy import select, update
 
 from app.accounts.models import AccountToken
 from app.db import utcnow
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import mail_settings
-from tests.helpers import PASSWORD, assert_error, login_pair
-from tests.mail_server import MailServer
+from tests.support.helpers import PASSWORD, assert_error, login_pair
+from tests.support.mail_server import MailServer
 
 EXPIRE_HOURS = 48
 
@@ -44,7 +45,7 @@ async def _register(client: httpx.AsyncClient, username: str, email: str) -> htt
 
 
 async def _age(app: FastAPI, username: str, hours: float) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(User)
             .where(User.username == username)
@@ -53,7 +54,7 @@ async def _age(app: FastAPI, username: str, hours: float) -> None:
 
 
 async def _users(app: FastAPI) -> list[tuple[str, str, bool]]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         rows = await session.execute(
             select(User.username, User.email, User.is_verified).order_by(User.id)
         )
@@ -78,7 +79,7 @@ async def test_expired_unverified_account_no_longer_blocks_registration(
     owned = await _register(client, "owner", "owner@example.com")
     assert owned.status_code == 201, owned.text
     assert await _users(app) == [("owner", "owner@example.com", False)]
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         tokens = list((await session.execute(select(AccountToken.user_id))).scalars())
     assert tokens == [owned.json()["id"]]
     # The squatter's old link is worthless; the owner's works.

@@ -12,10 +12,11 @@ from sqlalchemy import func, select
 
 from app.accounts.models import AccountToken
 from app.accounts.security import PasswordHasher
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import mail_settings
-from tests.helpers import PASSWORD, Account, assert_error, bearer, login_pair
-from tests.mail_server import MailServer
+from tests.support.helpers import PASSWORD, Account, assert_error, bearer, login_pair
+from tests.support.mail_server import MailServer
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
 WRONG_PASSWORD = "not-the-right-passphrase"
@@ -56,12 +57,12 @@ async def _verified(client: httpx.AsyncClient, mail: MailServer, username: str) 
 
 
 async def _stored_user(app: FastAPI, user_id: int) -> User:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return (await session.execute(select(User).where(User.id == user_id))).scalar_one()
 
 
 async def _pending_tokens(app: FastAPI, user_id: int) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         query = (
             select(func.count()).select_from(AccountToken).where(AccountToken.user_id == user_id)
         )
@@ -206,8 +207,8 @@ class CountingHasher:
 
 
 def _count_verifications(app: FastAPI) -> CountingHasher:
-    spy = CountingHasher(app.state.password_hasher)
-    app.state.password_hasher.verify = spy.verify
+    spy = CountingHasher(app_state(app).password_hasher)
+    app_state(app).password_hasher.verify = spy.verify
     return spy
 
 

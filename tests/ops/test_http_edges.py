@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.ops.logs import TextFormatter
-from tests.helpers import PASSWORD, assert_error, sign_up
+from tests.support.helpers import PASSWORD, assert_error, sign_up
 
 
 @pytest.fixture

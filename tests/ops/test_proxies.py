@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app.main import create_app
 from app.ops.proxies import ProxyHeadersMiddleware
 from tests.conftest import APPS_STARTED, empty_tables, make_settings
-from tests.helpers import assert_error
+from tests.support.helpers import assert_error
 
 # Only ever written into headers or given as the ASGI peer; no traffic goes there.
 OUTSIDER = "198.51.100.7"

@@ -11,8 +11,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.state import app_state
 from app.users.models import User
-from tests.helpers import PASSWORD, Account, assert_error, sign_up, sign_up_admin
+from tests.support.helpers import PASSWORD, Account, assert_error, sign_up, sign_up_admin
 
 CYRILLIC_ROOT = "r\u043e\u043et"  # r, two Cyrillic o, t
 LOOK_ALIKES = [
@@ -36,7 +37,7 @@ def _register_body(username: str, email: str) -> dict[str, Any]:
 
 
 async def _user_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(User))).scalar_one())
 
 
@@ -65,7 +66,7 @@ async def test_look_alike_username_is_taken_in_profile_and_admin_changes(
         f"/users/{mallory.id}", headers=admin.headers, json={"username": "\u0430dm\u0456n"}
     )
     assert_error(by_admin, 409, "username_taken")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = (await session.execute(select(User).where(User.id == mallory.id))).scalar_one()
     assert stored.username == "mallory"
 
