@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     rate_limit_login_per_address: str = "30/minute"
     rate_limit_register_per_address: str = "10/hour"
     rate_limit_reset_per_address: str = "5/hour"
+    rate_limit_resend_verification_per_address: str = "5/hour"
+    # Over this one the answer stays 202 and no mail goes out: a 429 would tell the account
+    # exists (and is unconfirmed).
+    rate_limit_resend_verification_per_account: str = "3/hour"
     redis_url: str | None = None
     rate_limit_key_prefix: str = "gallery-api"
     trusted_proxies: Annotated[list[str], NoDecode] = []
@@ -159,6 +163,8 @@ class Settings(BaseSettings):
         "rate_limit_login_per_address",
         "rate_limit_register_per_address",
         "rate_limit_reset_per_address",
+        "rate_limit_resend_verification_per_address",
+        "rate_limit_resend_verification_per_account",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

@@ -14,6 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.accounts import service as accounts_service
+from app.accounts.mails import AccountMails, create_mail_templates
+from app.accounts.pages import pages_router
 from app.accounts.router import router as accounts_router
 from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
@@ -130,6 +132,7 @@ def create_app(
             app.state.cursor_codec = CursorCodec(secret_key.encode())
             app.state.rate_limiter = RateLimiter(settings)
             app.state.mailer = Mailer(settings)
+            app.state.account_mails = AccountMails(create_mail_templates(), settings)
             app.state.metrics = metrics
             app.state.image_checker = ImageChecker(
                 image_transport,
@@ -165,6 +168,7 @@ def create_app(
     app.include_router(users_router)
     app.include_router(images_router)
     app.include_router(ops_router)
+    app.include_router(pages_router())
     if metrics is not None:
         app.include_router(metrics_router)
     if settings.docs_enabled:

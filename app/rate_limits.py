@@ -21,7 +21,14 @@ from app.errors import AppError
 
 logger = logging.getLogger(__name__)
 
-LimitName = Literal["login_account", "login_address", "register_address", "reset_address"]
+LimitName = Literal[
+    "login_account",
+    "login_address",
+    "register_address",
+    "reset_address",
+    "resend_verification_address",
+    "resend_verification_account",
+]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -68,6 +75,12 @@ class RateLimiter:
             "login_address": parse_many(settings.rate_limit_login_per_address),
             "register_address": parse_many(settings.rate_limit_register_per_address),
             "reset_address": parse_many(settings.rate_limit_reset_per_address),
+            "resend_verification_address": parse_many(
+                settings.rate_limit_resend_verification_per_address
+            ),
+            "resend_verification_account": parse_many(
+                settings.rate_limit_resend_verification_per_account
+            ),
         }
 
     async def hit(self, name: LimitName, key: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -13,9 +13,11 @@ from app.accounts.dependencies import (
     CurrentAuth,
     CurrentUser,
     PasswordHasherDep,
+    SessionClientDep,
     SettingsDep,
     TokenServiceDep,
 )
+from app.accounts.mails import AccountOutboxDep
 from app.accounts.password_policy import WeakPassword
 from app.accounts.schemas import (
     ChangePasswordRequest,
@@ -27,12 +29,16 @@ from app.accounts.schemas import (
     ProfileUpdate,
     RefreshRequest,
     RegisterRequest,
+    ResendVerificationRequest,
     ResetPasswordRequest,
     SendResetLinkRequest,
+    SessionList,
+    SessionRead,
     TokenResponse,
 )
-from app.accounts.sessions import TokenPair
+from app.accounts.sessions import SessionNotFound, TokenPair
 from app.db import SessionDep
+from app.dependencies import MAX_ID
 from app.errors import (
     InactiveAccount,
     InvalidCredentials,
@@ -41,7 +47,6 @@ from app.errors import (
     NotAuthenticated,
     error_responses,
 )
-from app.mail import OutboxDep
 from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
 from app.users.models import User
 from app.users.schemas import UserPrivate
@@ -81,7 +86,12 @@ def _token_response(pair: TokenPair) -> TokenResponse:
     )
 
 
+SessionIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The session's id.")]
+
 RESET_LINK_SENT = "If an account matches, a link to reset its password has been mailed."
+VERIFICATION_LINK_SENT = (
+    "If an unconfirmed account matches, a new link to confirm it has been mailed."
+)
 
 
 @router.post(
@@ -96,7 +106,7 @@ async def register(
     session: SessionDep,
     hasher: PasswordHasherDep,
     limiter: RateLimiterDep,
-    outbox: OutboxDep,
+    outbox: AccountOutboxDep,
     settings: SettingsDep,
     address: ClientAddress,
 ) -> User:
@@ -128,6 +138,29 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 
 
 @router.post(
+    "/resend-verification",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    summary="Mail a new confirmation link",
+    responses=error_responses(InvalidInput, RateLimited),
+)
+async def resend_verification(
+    body: ResendVerificationRequest,
+    session: SessionDep,
+    limiter: RateLimiterDep,
+    outbox: AccountOutboxDep,
+    settings: SettingsDep,
+    address: ClientAddress,
+) -> Message:
+    """Mail a new confirmation link to the unconfirmed account with this username or email.
+    The answer is the same whether or not such an account exists, or is already confirmed."""
+    await service.resend_verification(
+        session, limiter, outbox, settings, address=address, login=body.login
+    )
+    return Message(detail=VERIFICATION_LINK_SENT)
+
+
+@router.post(
     "/login",
     response_model=TokenResponse,
     summary="Sign in and get a token pair",
@@ -143,6 +176,7 @@ async def login(
     tokens: TokenServiceDep,
     limiter: RateLimiterDep,
     address: ClientAddress,
+    client: SessionClientDep,
 ) -> TokenResponse:
     """Exchange a username (or email) and password for an access token and a refresh token,
     starting a session. Accepts JSON `{login, password}` or the OAuth2 password form."""
@@ -154,6 +188,7 @@ async def login(
         address=address,
         login=body.login,
         password=body.password,
+        client=client,
     )
     return _token_response(pair)
 
@@ -165,11 +200,12 @@ async def login(
     responses=error_responses(InvalidToken, InvalidInput),
 )
 async def refresh(
-    body: RefreshRequest, session: SessionDep, tokens: TokenServiceDep
+    body: RefreshRequest, session: SessionDep, tokens: TokenServiceDep, client: SessionClientDep
 ) -> TokenResponse:
     """Rotate: the refresh token stops working and a new pair is returned. A refresh token
     used twice ends its whole session (the second use is taken as theft)."""
-    return _token_response(await sessions.refresh_session(session, tokens, body.refresh_token))
+    pair = await sessions.refresh_session(session, tokens, body.refresh_token, client)
+    return _token_response(pair)
 
 
 @router.post(
@@ -201,12 +237,18 @@ async def logout_all(user: CurrentUser, session: SessionDep) -> None:
     responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword),
 )
 async def change_password(
-    body: ChangePasswordRequest, auth: CurrentAuth, session: SessionDep, hasher: PasswordHasherDep
+    body: ChangePasswordRequest,
+    auth: CurrentAuth,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    outbox: AccountOutboxDep,
 ) -> None:
-    """Set a new password (the old one is required); every other session is ended."""
+    """Set a new password (the old one is required); every other session is ended and a
+    notice is mailed to the account's address."""
     await service.change_password(
         session,
         hasher,
+        outbox,
         auth.user,
         current_session_id=auth.session_id,
         old_password=body.old_password,
@@ -225,7 +267,7 @@ async def send_reset_password_link(
     body: SendResetLinkRequest,
     session: SessionDep,
     limiter: RateLimiterDep,
-    outbox: OutboxDep,
+    outbox: AccountOutboxDep,
     settings: SettingsDep,
     address: ClientAddress,
 ) -> Message:
@@ -244,11 +286,14 @@ async def send_reset_password_link(
     responses=error_responses(service.InvalidLinkToken, WeakPassword),
 )
 async def reset_password(
-    body: ResetPasswordRequest, session: SessionDep, hasher: PasswordHasherDep
+    body: ResetPasswordRequest,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    outbox: AccountOutboxDep,
 ) -> None:
-    """Set a new password with the token from the reset mail; the token works once and every
-    session of the account ends."""
-    await service.reset_password(session, hasher, token=body.token, password=body.password)
+    """Set a new password with the token from the reset mail; the token works once, every
+    session of the account ends and a notice is mailed. Sign in with the new password next."""
+    await service.reset_password(session, hasher, outbox, token=body.token, password=body.password)
 
 
 @router.get(
@@ -274,11 +319,12 @@ async def update_profile(
     body: ProfileUpdate,
     user: CurrentUser,
     session: SessionDep,
-    outbox: OutboxDep,
+    outbox: AccountOutboxDep,
     settings: SettingsDep,
 ) -> User:
     """Change the username, or the email. With REGISTER_VERIFICATION_ENABLED a new email
-    takes effect only after the link mailed to it is followed (POST /accounts/verify-email)."""
+    takes effect only after the link mailed to it is followed (POST /accounts/verify-email).
+    When the email changes, the old address gets a notice."""
     return await service.update_profile(
         session, outbox, settings, user, username=body.username, email=body.email
     )
@@ -290,9 +336,12 @@ async def update_profile(
     summary="Confirm a new email address",
     responses=error_responses(service.InvalidLinkToken, service.EmailTaken, InvalidInput),
 )
-async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
-    """Switch the account to the address the token was mailed to (single use)."""
-    await service.verify_email(session, token=body.token)
+async def verify_email(
+    body: LinkTokenRequest, session: SessionDep, outbox: AccountOutboxDep
+) -> None:
+    """Switch the account to the address the token was mailed to (single use); the old
+    address gets a notice."""
+    await service.verify_email(session, outbox, token=body.token)
 
 
 @router.delete(
@@ -308,3 +357,29 @@ async def delete_profile(
     """Delete the account (the password is required): the user, their sessions and their
     images are gone."""
     await service.delete_account(session, hasher, user, password=body.password)
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionList,
+    summary="Your sign-in sessions",
+    responses=error_responses(NotAuthenticated),
+)
+async def list_sessions(auth: CurrentAuth, session: SessionDep) -> SessionList:
+    """The signed-in user's live sessions, newest first, with where each was last used;
+    `current` marks the one of the calling token."""
+    rows = await sessions.list_sessions(session, auth.user.id)
+    return SessionList(items=[SessionRead.of(row, current_id=auth.session_id) for row in rows])
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="End one of your sessions",
+    responses=error_responses(NotAuthenticated, SessionNotFound, InvalidInput),
+)
+async def end_session(session_id: SessionIdPath, auth: CurrentAuth, session: SessionDep) -> None:
+    """End one of the signed-in user's sessions at once: its access and refresh tokens stop
+    working. Another user's session id answers 404 `session_not_found`."""
+    await sessions.end_own_session(session, auth.user.id, session_id)

@@ -13,6 +13,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.mails import AccountOutbox
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
@@ -21,12 +22,17 @@ from app.accounts.security import (
     hash_opaque_token,
     new_opaque_token,
 )
-from app.accounts.sessions import TokenPair, end_user_sessions, start_session
+from app.accounts.sessions import (
+    UNKNOWN_CLIENT,
+    SessionClient,
+    TokenPair,
+    end_user_sessions,
+    start_session,
+)
 from app.config import Settings
 from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
-from app.mail import Mail, Outbox
-from app.rate_limits import RateLimiter
+from app.rate_limits import RateLimited, RateLimiter
 from app.text import email_key, username_key
 from app.users.models import User
 
@@ -212,15 +218,11 @@ async def _consume_link_token(
     return stored, user
 
 
-def _link(settings: Settings, page: str, token: str) -> str:
-    return f"{settings.frontend_url}/{page}?token={token}"
-
-
 async def register(
     session: AsyncSession,
     hasher: PasswordHasher,
     limiter: RateLimiter,
-    outbox: Outbox,
+    outbox: AccountOutbox,
     settings: Settings,
     *,
     address: str,
@@ -241,18 +243,34 @@ async def register(
             "verify_registration",
             timedelta(hours=settings.verification_expire_hours),
         )
-        outbox.send_after_commit(
-            Mail(
-                to=user.email,
-                subject="Confirm your Gallery API account",
-                body=(
-                    f"Hello {user.username},\n\nconfirm your account by opening this link:\n"
-                    f"{_link(settings, 'verify-registration', token)}\n\n"
-                    f"Token: {token}\n\nIf you did not sign up, ignore this mail.\n"
-                ),
-            )
-        )
+        outbox.send(outbox.mails.verify_registration(user, token))
     return user
+
+
+async def resend_verification(
+    session: AsyncSession,
+    limiter: RateLimiter,
+    outbox: AccountOutbox,
+    settings: Settings,
+    *,
+    address: str,
+    login: str,
+) -> None:
+    """Mail a new confirmation link when the account exists and is still unconfirmed. The
+    caller learns nothing either way: over the per-account limit no mail goes out, but the
+    answer stays the same (a 429 there would tell that the account exists)."""
+    await limiter.hit("resend_verification_address", address)
+    user = await find_user_by_login(session, login)
+    if user is None or user.is_verified or not user.is_active:
+        return
+    try:
+        await limiter.hit("resend_verification_account", f"user:{user.id}")
+    except RateLimited:
+        return
+    token = await _issue_link_token(
+        session, user, "verify_registration", timedelta(hours=settings.verification_expire_hours)
+    )
+    outbox.send(outbox.mails.verify_registration(user, token))
 
 
 async def verify_registration(session: AsyncSession, *, token: str) -> None:
@@ -287,6 +305,7 @@ async def login(
     address: str,
     login: str,
     password: str,
+    client: SessionClient = UNKNOWN_CLIENT,
 ) -> TokenPair:
     """Check the credentials and start a session; unknown users cost as much as known.
 
@@ -309,7 +328,7 @@ async def login(
         raise AccountNotVerified()
     # Written by the flush that inserts the session: one flush fewer per login.
     user.last_login = utcnow()
-    return await start_session(session, tokens, user)
+    return await start_session(session, tokens, user, client)
 
 
 async def _check_password(
@@ -322,6 +341,7 @@ async def _check_password(
 async def change_password(
     session: AsyncSession,
     hasher: PasswordHasher,
+    outbox: AccountOutbox,
     user: User,
     *,
     current_session_id: int,
@@ -334,12 +354,13 @@ async def change_password(
     user.password_hash = await _hash_without_connection(session, hasher, password)
     await end_user_sessions(session, user.id, except_session_id=current_session_id)
     await session.flush()
+    outbox.send(outbox.mails.password_changed(user, utcnow()))
 
 
 async def send_reset_password_link(
     session: AsyncSession,
     limiter: RateLimiter,
-    outbox: Outbox,
+    outbox: AccountOutbox,
     settings: Settings,
     *,
     address: str,
@@ -357,22 +378,16 @@ async def send_reset_password_link(
         "reset_password",
         timedelta(minutes=settings.reset_password_expire_minutes),
     )
-    outbox.send_after_commit(
-        Mail(
-            to=user.email,
-            subject="Reset your Gallery API password",
-            body=(
-                f"Hello {user.username},\n\nset a new password by opening this link "
-                f"(valid {settings.reset_password_expire_minutes} minutes, once):\n"
-                f"{_link(settings, 'reset-password', token)}\n\n"
-                f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
-            ),
-        )
-    )
+    outbox.send(outbox.mails.reset_password(user, token))
 
 
 async def reset_password(
-    session: AsyncSession, hasher: PasswordHasher, *, token: str, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    outbox: AccountOutbox,
+    *,
+    token: str,
+    password: str,
 ) -> None:
     """Set a new password with a mailed token; the token dies and every session ends."""
     user = await _find_link_token_user(session, token, "reset_password")
@@ -391,11 +406,12 @@ async def reset_password(
     )
     await end_user_sessions(session, user.id)
     await session.flush()
+    outbox.send(outbox.mails.password_reset(user, utcnow()))
 
 
 async def update_profile(
     session: AsyncSession,
-    outbox: Outbox,
+    outbox: AccountOutbox,
     settings: Settings,
     user: User,
     *,
@@ -420,25 +436,18 @@ async def update_profile(
                 timedelta(hours=settings.verification_expire_hours),
                 new_email=email,
             )
-            outbox.send_after_commit(
-                Mail(
-                    to=email,
-                    subject="Confirm your new Gallery API email address",
-                    body=(
-                        f"Hello {user.username},\n\nconfirm this address for your account "
-                        f"by opening this link:\n{_link(settings, 'verify-email', token)}\n\n"
-                        f"Token: {token}\n\nIf you did not ask for this, ignore this mail.\n"
-                    ),
-                )
-            )
+            outbox.send(outbox.mails.verify_email(user, email, token))
         else:
+            old_email = user.email
             user.email = email
             user.email_key = email_key(email)
+            if email_key(email) != email_key(old_email):
+                outbox.send(outbox.mails.email_changed(user, old_email, utcnow()))
     await flush_identity(session)
     return user
 
 
-async def verify_email(session: AsyncSession, *, token: str) -> None:
+async def verify_email(session: AsyncSession, outbox: AccountOutbox, *, token: str) -> None:
     """Switch the account to the new address the token was mailed to."""
     stored, user = await _consume_link_token(session, token, "verify_email")
     if stored.new_email is None:  # pragma: no cover - always set for this purpose
@@ -446,9 +455,11 @@ async def verify_email(session: AsyncSession, *, token: str) -> None:
     await ensure_identity_free(
         session, username=None, email=stored.new_email, except_user_id=user.id
     )
+    old_email = user.email
     user.email = stored.new_email
     user.email_key = email_key(stored.new_email)
     await flush_identity(session)
+    outbox.send(outbox.mails.email_changed(user, old_email, utcnow()))
 
 
 async def delete_account(
