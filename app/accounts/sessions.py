@@ -100,6 +100,7 @@ async def start_session(
     )
     account_session = AccountSession(
         user_id=user.id,
+        created_at=now,
         expires_at=now + tokens.refresh_lifetime,
         last_used_at=now,
         user_agent=client.user_agent,
