@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -265,4 +266,63 @@ def test_a_link_without_its_token_offers_a_new_one(
         page.wait_for_selector("#message.success")
         [mail] = _wait_for_mail(mails, "alice@example.com")
         assert mail.subject == "Reset your Gallery API password"
+        _assert_clean(browser, server, [mail.token])
+
+
+def test_a_hostile_link_stays_text(
+    tmp_path: Path, mails: MailServer, browser: BrowserSession
+) -> None:
+    """Whatever a forged link carries in its query or fragment lands in the page as text."""
+    payload = '<img src=x onerror="window.pwned=1"><script>window.pwned=2</script>'
+    with _serve(tmp_path, mails) as server:
+        page = browser.page
+        page.goto(f"{server.url}/reset-password?token={quote(payload)}#login={quote(payload)}")
+        page.wait_for_selector("#reset-form", state="visible")
+        assert page.input_value("#reset-login") == payload
+        page.fill("#reset-password", NEW_PASSWORD)
+        page.fill("#reset-password-again", NEW_PASSWORD)
+        page.click("#reset-form button[type=submit]")
+        page.wait_for_selector("#request-link", state="visible")
+        assert page.evaluate("window.pwned") is None
+        assert page.locator("img").count() == 0
+        assert page.url == f"{server.url}/reset-password"
+        _assert_clean(browser, server, [])
+
+
+def test_confirm_a_new_email_address_from_the_mail(
+    tmp_path: Path, mails: MailServer, browser: BrowserSession
+) -> None:
+    with _serve(tmp_path, mails, REGISTER_VERIFICATION_ENABLED="true") as server:
+        _register(server, "alice")
+        [welcome] = _wait_for_mail(mails, "alice@example.com")
+        confirmed = httpx.post(
+            f"{server.url}/accounts/verify-registration", json={"token": welcome.token}
+        )
+        assert confirmed.status_code == 204
+        login = httpx.post(
+            f"{server.url}/accounts/login", json={"login": "alice", "password": PASSWORD}
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        spec = httpx.get(f"{server.url}/openapi.json").json()
+        body = {"email": "alice@new.example"}
+        if "password" in spec["components"]["schemas"]["ProfileUpdate"]["properties"]:
+            body["password"] = PASSWORD  # issue 12's hardening: an email change needs it
+        changed = httpx.patch(f"{server.url}/accounts/profile", json=body, headers=headers)
+        assert changed.status_code == 200, changed.text
+        [mail] = _wait_for_mail(mails, "alice@new.example")
+        link = _mailed_link(mail, "/verify-email")
+        assert httpx.get(link).status_code == 200  # the scanner
+
+        page = browser.page
+        page.goto(link)
+        page.wait_for_selector("#confirm-button", state="visible")
+        assert page.url == f"{server.url}/verify-email"
+        page.click("#confirm-button")
+        page.wait_for_selector("#done", state="visible")
+        profile = httpx.get(f"{server.url}/accounts/profile", headers=headers).json()
+        assert profile["email"] == "alice@new.example"
+        # The old address is told.
+        _, notice = _wait_for_mail(mails, "alice@example.com", count=2)
+        assert notice.subject == "Your email address was changed (Gallery API)"
+        _screenshot_mail(browser, notice, "mail-email-changed")
         _assert_clean(browser, server, [mail.token])
