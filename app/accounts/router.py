@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -146,16 +146,25 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 )
 async def resend_verification(
     body: ResendVerificationRequest,
-    session: SessionDep,
+    request: Request,
+    background: BackgroundTasks,
     limiter: RateLimiterDep,
-    outbox: AccountOutboxDep,
-    settings: SettingsDep,
     address: ClientAddress,
 ) -> Message:
     """Mail a new confirmation link to the unconfirmed account with this username or email.
-    The answer is the same whether or not such an account exists, or is already confirmed."""
-    await service.resend_verification(
-        session, limiter, outbox, settings, address=address, login=body.login
+    The answer is the same, and as quick, whether or not such an account exists or is
+    confirmed: the lookup and the mail happen after it. At most
+    RATE_LIMIT_RESEND_VERIFICATION_PER_ACCOUNT mails per account; beyond that the answer is
+    still 202 and no mail goes out."""
+    await service.count_verification_resend(limiter, address=address)
+    state = request.app.state
+    background.add_task(
+        service.mail_verification_link,
+        state.sessionmaker,
+        limiter,
+        state.mailer,
+        state.account_mails,
+        login=body.login,
     )
     return Message(detail=VERIFICATION_LINK_SENT)
 

@@ -11,9 +11,9 @@ from fastapi import status
 from sqlalchemy import delete, or_, select
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts.mails import AccountOutbox
+from app.accounts.mails import AccountMails, AccountOutbox
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
@@ -32,6 +32,7 @@ from app.accounts.sessions import (
 from app.config import Settings
 from app.db import end_read_transaction, utcnow
 from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
+from app.mail import Mailer
 from app.rate_limits import RateLimited, RateLimiter
 from app.text import email_key, username_key
 from app.users.models import User
@@ -247,30 +248,43 @@ async def register(
     return user
 
 
-async def resend_verification(
-    session: AsyncSession,
+async def count_verification_resend(limiter: RateLimiter, *, address: str) -> None:
+    """The request half of POST /accounts/resend-verification: the per-address limit.
+
+    Nothing here depends on whether an account matches, so every answer takes the same time;
+    `mail_verification_link` does the rest after the response."""
+    await limiter.hit("resend_verification_address", address)
+
+
+async def mail_verification_link(
+    sessionmaker: async_sessionmaker[AsyncSession],
     limiter: RateLimiter,
-    outbox: AccountOutbox,
-    settings: Settings,
+    mailer: Mailer,
+    mails: AccountMails,
     *,
-    address: str,
     login: str,
 ) -> None:
-    """Mail a new confirmation link when the account exists and is still unconfirmed. The
-    caller learns nothing either way: over the per-account limit no mail goes out, but the
-    answer stays the same (a 429 there would tell that the account exists)."""
-    await limiter.hit("resend_verification_address", address)
-    user = await find_user_by_login(session, login)
-    if user is None or user.is_verified or not user.is_active:
-        return
+    """Mail a new confirmation link when `login` names an active, unconfirmed account whose
+    confirmation mails are within RATE_LIMIT_RESEND_VERIFICATION_PER_ACCOUNT. Runs after the
+    response, in its own transaction; failures are logged (the caller had its 202)."""
     try:
-        await limiter.hit("resend_verification_account", f"user:{user.id}")
-    except RateLimited:
+        async with sessionmaker() as session:
+            user = await find_user_by_login(session, login)
+            if user is None or user.is_verified or not user.is_active:
+                return
+            await end_read_transaction(session)
+            try:
+                await limiter.hit("resend_verification_account", f"user:{user.id}")
+            except RateLimited:
+                return
+            lifetime = timedelta(hours=mails.settings.verification_expire_hours)
+            token = await _issue_link_token(session, user, "verify_registration", lifetime)
+            mail = mails.verify_registration(user, token)
+            await session.commit()
+    except Exception:
+        logger.exception("confirmation link not sent")
         return
-    token = await _issue_link_token(
-        session, user, "verify_registration", timedelta(hours=settings.verification_expire_hours)
-    )
-    outbox.send(outbox.mails.verify_registration(user, token))
+    await mailer.send(mail)
 
 
 async def verify_registration(session: AsyncSession, *, token: str) -> None:
