@@ -4,12 +4,15 @@ mail scanner's prefetch) spends no token. The browser side is tests/test_journey
 
 from __future__ import annotations
 
+import tomllib
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+import app.accounts
 from app.accounts.pages import PAGES_CSP
 from tests.conftest import mail_settings
 from tests.helpers import ISSUED_TOKENS, PASSWORD, assert_error
@@ -127,3 +130,22 @@ class TestPrefetch:
             "/accounts/verify-registration", json={"token": message.token}
         )
         assert confirmed.status_code == 204
+
+
+def test_an_installed_package_ships_every_template_and_asset() -> None:
+    """pyproject.toml's package-data globs cover every file the pages and mails read, so a
+    wheel (or `pip install .` in an image) has them all."""
+    root = Path(__file__).resolve().parents[2]
+    package = Path(app.accounts.__file__).parent
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["app.accounts"]
+    shipped = {path for pattern in patterns for path in package.glob(pattern) if path.is_file()}
+    needed = {
+        path
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert needed
+    assert needed <= shipped, sorted(str(path) for path in needed - shipped)
