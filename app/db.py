@@ -22,6 +22,7 @@ from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
 from app.pool import FairAsyncAdaptedQueuePool
+from app.state import StateDep
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -30,6 +31,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# The largest id a BIGINT column holds: ids from a caller are checked against it before any
+# query, so an out-of-range number is a 404 or 422, never a driver overflow.
+MAX_ID = 2**63 - 1
 
 # SQLite only gives auto-increment ids to a column declared exactly INTEGER PRIMARY KEY.
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
@@ -136,12 +141,11 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def _request_session(request: Request, state: StateDep) -> AsyncIterator[AsyncSession]:
     """One session and one transaction per request: commit after the handler, roll back on error.
 
     Safe methods (GET, HEAD, OPTIONS) read without a transaction (`create_read_sessionmaker`).
     """
-    state = request.app.state
     if request.method in SAFE_METHODS:
         # Nothing to commit or roll back: closing the session returns its connection.
         async with state.read_sessionmaker() as session:

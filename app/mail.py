@@ -8,9 +8,10 @@ from email.message import EmailMessage
 from typing import Annotated
 
 import aiosmtplib
-from fastapi import BackgroundTasks, Depends, Request
+from fastapi import BackgroundTasks, Depends
 
 from app.config import Settings
+from app.state import StateDep
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,8 @@ class Outbox:
         self._background.add_task(self._mailer.send, mail)
 
 
-def get_outbox(request: Request, background: BackgroundTasks) -> Outbox:
-    mailer: Mailer = request.app.state.mailer
-    return Outbox(mailer, background)
+async def get_outbox(state: StateDep, background: BackgroundTasks) -> Outbox:
+    return Outbox(state.mailer, background)
 
 
 OutboxDep = Annotated[Outbox, Depends(get_outbox)]

@@ -17,7 +17,9 @@ from sqlalchemy import BigInteger, Integer, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import KeyedColumnElement
 
+from app.db import MAX_ID
 from app.errors import InvalidInput
+from app.state import StateDep
 from app.text import StorableStr
 
 T = TypeVar("T")
@@ -25,7 +27,6 @@ R = TypeVar("R")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-_MAX_ID = 2**63 - 1
 
 
 class InvalidCursor(InvalidInput):
@@ -99,7 +100,7 @@ class CursorCodec:
             cursor_listing, last_id = json.loads(payload)
         except (ValueError, TypeError) as exc:
             raise InvalidCursor() from exc
-        if cursor_listing != listing or not isinstance(last_id, int) or not 0 < last_id <= _MAX_ID:
+        if cursor_listing != listing or not isinstance(last_id, int) or not 0 < last_id <= MAX_ID:
             raise InvalidCursor()
         return last_id
 
@@ -155,3 +156,10 @@ async def paginate(
 
 
 PageParamsDep = Annotated[PageParams, Depends(page_params)]
+
+
+async def get_cursor_codec(state: StateDep) -> CursorCodec:
+    return state.cursor_codec
+
+
+CursorCodecDep = Annotated[CursorCodec, Depends(get_cursor_codec)]

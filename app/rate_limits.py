@@ -18,6 +18,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.config import Settings
 from app.errors import AppError
+from app.state import SettingsDep, StateDep
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +109,8 @@ class RateLimiter:
 
 # Both dependencies are `async def` though they never await: FastAPI runs a plain `def`
 # dependency in a worker thread, a thread hop per login the profile showed for nothing.
-async def get_rate_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    return limiter
+async def get_rate_limiter(state: StateDep) -> RateLimiter:
+    return state.rate_limiter
 
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
@@ -143,8 +143,7 @@ def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-async def request_client_address(request: Request) -> str:
-    settings: Settings = request.app.state.settings
+async def request_client_address(request: Request, settings: SettingsDep) -> str:
     peer = request.client.host if request.client else None
     return client_address(
         peer, request.headers.get("x-forwarded-for"), settings.trusted_proxy_networks

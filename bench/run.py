@@ -678,153 +678,232 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def main() -> None:
-    args = parse_args()
+@dataclass(frozen=True)
+class Plan:
+    """What one bench run does, read from the command line and the environment."""
+
+    args: argparse.Namespace
+    database_url: str
+    wrk_path: str
+    per_user: int
+    connections: list[int]
+    latencies: list[int]
+    wanted: set[str] | None
+    threads: int
+
+    def selected(self, scenario: str) -> bool:
+        return self.wanted is None or scenario in self.wanted
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     ensure_loopback(database_url)
-    wrk_path = ensure_wrk()
-    per_user = max(1, args.scale // args.users)
-    connections = [int(c) for c in args.connections.split(",")]
-    latencies = [int(x) for x in args.latencies.split(",")]
-    wanted = None if args.scenarios == "all" else set(args.scenarios.split(","))
-    threads = os.cpu_count() or 1
+    return Plan(
+        args=args,
+        database_url=database_url,
+        wrk_path=ensure_wrk(),
+        per_user=max(1, args.scale // args.users),
+        connections=[int(c) for c in args.connections.split(",")],
+        latencies=[int(x) for x in args.latencies.split(",")],
+        wanted=None if args.scenarios == "all" else set(args.scenarios.split(",")),
+        threads=os.cpu_count() or 1,
+    )
 
-    if asyncio.run(prepare_database(database_url, args.users, per_user, args.fresh)):
-        migrate(database_url)
-        asyncio.run(seed(database_url, args.users, per_user))
-    fixture = asyncio.run(load_fixture(database_url, per_user))
+
+def prepare_fixture(plan: Plan) -> Fixture:
+    """Seed the database when it is new or was emptied, then read back what it holds."""
+    url, args = plan.database_url, plan.args
+    if asyncio.run(prepare_database(url, args.users, plan.per_user, args.fresh)):
+        migrate(url)
+        asyncio.run(seed(url, args.users, plan.per_user))
+    fixture = asyncio.run(load_fixture(url, plan.per_user))
     log(f"{len(fixture.user_ids)} users, {fixture.image_count} images")
+    return fixture
 
-    secret = secrets.token_urlsafe(48)
-    app_port, floor_port = free_port(), free_port()
-    image_hosts = {latency: free_port() for latency in latencies}
+
+@dataclass(frozen=True)
+class Servers:
+    """The processes under load: the app, its floor, and one image host per latency."""
+
+    app_url: str
+    app_pid: int
+    floor_url: str
+    floor_pid: int
+    image_hosts: dict[int, int]  # latency in ms -> port
+
+
+def server_environments(plan: Plan, secret: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of the image hosts and the floor (common), and of the app."""
     common = {
         **os.environ,
         "SECRET_KEY": secret,
-        "DATABASE_POOL_SIZE": str(args.pool_size),
+        "DATABASE_POOL_SIZE": str(plan.args.pool_size),
         "PYTHONPATH": str(ROOT),
     }
     app_env = {
         **common,
         "ENVIRONMENT": "production",
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": plan.database_url,
         "ACCESS_TOKEN_EXPIRE_MINUTES": "240",
         "IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32",
         "IMAGE_FETCH_TIMEOUT": "10",
-        "WEB_CONCURRENCY": str(args.workers),
+        "WEB_CONCURRENCY": str(plan.args.workers),
         # The login scenario measures throughput; the abuse limits would cap it at
         # RATE_LIMIT_LOGIN_PER_ACCOUNT and answer 429 instead.
         "RATE_LIMIT_ENABLED": "false",
     }
-    floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(database_url)}
+    return common, app_env
 
-    def uvicorn(target: str, port: int) -> list[str]:
-        return [
-            sys.executable, "-m", "uvicorn", target,
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers),
-            "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
 
-    app_url = f"http://127.0.0.1:{app_port}"
-    floor_url = f"http://127.0.0.1:{floor_port}"
-    runs: list[Run] = []
-    results: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-        for latency, port in image_hosts.items():
-            stack.enter_context(
-                running(
-                    [
-                        sys.executable,
-                        "-m",
-                        "bench.image_host",
-                        "--port",
-                        str(port),
-                        "--latency-ms",
-                        str(latency),
-                    ],
-                    common,
-                    f"image host {latency} ms",
+def start_servers(stack: contextlib.ExitStack, plan: Plan, secret: str) -> Servers:
+    """Start every server (stopped when `stack` closes) and wait until each answers."""
+    common, app_env = server_environments(plan, secret)
+    app_port, floor_port = free_port(), free_port()
+    image_hosts = {latency: free_port() for latency in plan.latencies}
+    for latency, port in image_hosts.items():
+        stack.enter_context(
+            running(
+                [sys.executable, "-m", "bench.image_host",
+                 "--port", str(port), "--latency-ms", str(latency)],
+                common,
+                f"image host {latency} ms",
+            )
+        )  # fmt: skip
+    # The app runs as deployed (`gallery serve`: its logging with one access line per
+    # request, multiprocess metrics, proxy headers); its log goes to a file.
+    app_log = Path(tempfile.gettempdir()) / "gallery-bench-app.log"
+    app_process = stack.enter_context(
+        running(
+            [str(Path(sys.executable).with_name("gallery")), "serve", "--no-migrate"],
+            {**app_env, "HOST": "127.0.0.1", "PORT": str(app_port)},
+            f"app (log: {app_log})",
+            output=app_log,
+        )
+    )
+    floor_command = [
+        sys.executable, "-m", "uvicorn", "bench.floor:app",
+        "--host", "127.0.0.1", "--port", str(floor_port), "--workers", str(plan.args.workers),
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(plan.database_url)}
+    floor_process = stack.enter_context(running(floor_command, floor_env, "floor"))
+    servers = Servers(
+        app_url=f"http://127.0.0.1:{app_port}",
+        app_pid=app_process.pid,
+        floor_url=f"http://127.0.0.1:{floor_port}",
+        floor_pid=floor_process.pid,
+        image_hosts=image_hosts,
+    )
+    for port in image_hosts.values():
+        wait_for_http(f"http://127.0.0.1:{port}/ready.png")
+    wait_for_http(f"{servers.app_url}/users?limit=1")
+    wait_for_http(f"{servers.floor_url}/users?limit=1")
+    return servers
+
+
+def check_byte_identity(
+    plan: Plan, servers: Servers, scenarios: dict[str, list[Line]]
+) -> dict[str, Any]:
+    """For each read scenario: do the app and the floor answer byte-identical bodies?"""
+    identity = {}
+    for name in READ_SCENARIOS:
+        if plan.selected(name):
+            identity[name] = check_identical(servers.app_url, servers.floor_url, scenarios[name])
+            log(f"byte-identical {name}: {identity[name]['identical']}")
+    return identity
+
+
+def load_scenario(plan: Plan, servers: Servers, name: str, request_file: Path) -> list[Run]:
+    """Warm up, then measure one scenario at every connection count (reads: floor too)."""
+    args = plan.args
+    targets = [("app", servers.app_url, servers.app_pid)]
+    if name in READ_SCENARIOS:
+        targets.append(("floor", servers.floor_url, servers.floor_pid))
+    for _, url, _ in targets:
+        if args.warmup > 0:
+            wrk(plan.wrk_path, url, request_file, plan.connections[0], args.warmup, plan.threads)
+    runs = []
+    for conns in plan.connections:
+        for target, url, pid in targets:
+            runs.append(
+                measure(
+                    plan.wrk_path,
+                    name,
+                    target,
+                    url,
+                    request_file,
+                    conns,
+                    args.duration,
+                    plan.threads,
+                    pid,
                 )
             )
-        # The app runs as deployed (`gallery serve`: its logging with one access line per
-        # request, multiprocess metrics, proxy headers); its log goes to a file.
-        app_log = Path(tempfile.gettempdir()) / "gallery-bench-app.log"
-        app_process = stack.enter_context(
-            running(
-                [str(Path(sys.executable).with_name("gallery")), "serve", "--no-migrate"],
-                {**app_env, "HOST": "127.0.0.1", "PORT": str(app_port)},
-                f"app (log: {app_log})",
-                output=app_log,
-            )
-        )
-        floor_process = stack.enter_context(
-            running(uvicorn("bench.floor:app", floor_port), floor_env, "floor")
-        )
-        for port in image_hosts.values():
-            wait_for_http(f"http://127.0.0.1:{port}/ready.png")
-        wait_for_http(f"{app_url}/users?limit=1")
-        wait_for_http(f"{floor_url}/users?limit=1")
+    return runs
 
-        tokens = sign_in(app_url, fixture.user_ids[:SIGNED_IN_USERS])
-        scenarios = build_requests(fixture, tokens, CursorCodec(secret.encode()), image_hosts)
+
+def load_all(
+    plan: Plan, servers: Servers, files: dict[str, Path], results: dict[str, Any]
+) -> list[Run]:
+    """Every selected scenario in order; the workers' memory after the mixed load."""
+    order = [*READ_SCENARIOS, *(f"create_{x}ms" for x in plan.latencies), "login", "mixed"]
+    runs: list[Run] = []
+    for name in order:
+        if not plan.selected(name):
+            continue
+        runs.extend(load_scenario(plan, servers, name, files[name]))
+        if name == "mixed":
+            rss = [round(x, 1) for x in worker_rss_mb(servers.app_pid)]
+            results["worker_rss_mb_after_mixed"] = rss
+            log(f"worker RSS after mixed: {rss} MB")
+    if "worker_rss_mb_after_mixed" not in results:
+        results["worker_rss_mb"] = [round(x, 1) for x in worker_rss_mb(servers.app_pid)]
+    return runs
+
+
+def run_against_servers(plan: Plan, fixture: Fixture, results: dict[str, Any]) -> list[Run]:
+    """Start the servers, check byte identity, load every scenario, and the delete test."""
+    secret = secrets.token_urlsafe(48)
+    with contextlib.ExitStack() as stack:
+        servers = start_servers(stack, plan, secret)
+        tokens = sign_in(servers.app_url, fixture.user_ids[:SIGNED_IN_USERS])
+        codec = CursorCodec(secret.encode())
+        scenarios = build_requests(fixture, tokens, codec, servers.image_hosts)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gallery-bench-")))
         files = {
             name: write_request_file(workdir, name, lines) for name, lines in scenarios.items()
         }
+        results["byte_identity"] = check_byte_identity(plan, servers, scenarios)
+        runs = load_all(plan, servers, files, results)
+        if plan.args.delete_test:
+            delete = delete_test(servers.app_url, tokens.admin, fixture.user_ids)
+            results["delete"] = asyncio.run(delete)
+            asyncio.run(mark_database_unseeded(plan.database_url))
+    return runs
 
-        identity = {}
-        for name in READ_SCENARIOS:
-            if wanted is None or name in wanted:
-                identity[name] = check_identical(app_url, floor_url, scenarios[name])
-                log(f"byte-identical {name}: {identity[name]['identical']}")
-        results["byte_identity"] = identity
 
-        order = [*READ_SCENARIOS, *(f"create_{x}ms" for x in latencies), "login", "mixed"]
-        for name in order:
-            if wanted is not None and name not in wanted:
-                continue
-            targets = [("app", app_url, app_process.pid)]
-            if name in READ_SCENARIOS:
-                targets.append(("floor", floor_url, floor_process.pid))
-            for _, url, _ in targets:
-                if args.warmup > 0:
-                    wrk(wrk_path, url, files[name], connections[0], args.warmup, threads)
-            for conns in connections:
-                for target, url, pid in targets:
-                    runs.append(
-                        measure(
-                            wrk_path,
-                            name,
-                            target,
-                            url,
-                            files[name],
-                            conns,
-                            args.duration,
-                            threads,
-                            pid,
-                        )
-                    )
-            if name == "mixed":
-                results["worker_rss_mb_after_mixed"] = [
-                    round(x, 1) for x in worker_rss_mb(app_process.pid)
-                ]
-                log(f"worker RSS after mixed: {results['worker_rss_mb_after_mixed']} MB")
-        if "worker_rss_mb_after_mixed" not in results:
-            results["worker_rss_mb"] = [round(x, 1) for x in worker_rss_mb(app_process.pid)]
-
-        if args.delete_test:
-            results["delete"] = asyncio.run(delete_test(app_url, tokens.admin, fixture.user_ids))
-            asyncio.run(mark_database_unseeded(database_url))
-
+def password_hash_figures() -> dict[str, Any]:
+    """What one password hash costs here, and the login rate it bounds."""
     seconds = hash_seconds()
     cores = os.cpu_count() or 1
-    results["password_hash"] = {
+    return {
         "seconds": round(seconds, 4),
         "cores": cores,
         "logins_per_second_bound": round(cores / seconds, 1),
         "hashes_per_second_all_cores": round(hashes_per_second_all_cores(), 1),
     }
+
+
+def write_results(plan: Plan, fixture: Fixture, runs: list[Run], results: dict[str, Any]) -> None:
+    """The run's document, with what was measured and on what, as JSON and a report."""
+    args = plan.args
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    git = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     document = {
         "meta": {
             "started": stamp,
@@ -833,16 +912,10 @@ def main() -> None:
             "workers": args.workers,
             "pool_size": args.pool_size,
             "duration_s": args.duration,
-            "connections": connections,
-            "cores": cores,
+            "connections": plan.connections,
+            "cores": os.cpu_count() or 1,
             "python": sys.version.split()[0],
-            "git": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip(),
+            "git": git.stdout.strip(),
         },
         "runs": [asdict(run) for run in runs],
         **results,
@@ -852,6 +925,15 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     name = f"{stamp}{'-' + args.label if args.label else ''}"
     write_report(document, args.output, name)
+
+
+def main() -> None:
+    plan = make_plan(parse_args())
+    fixture = prepare_fixture(plan)
+    results: dict[str, Any] = {}
+    runs = run_against_servers(plan, fixture, results)
+    results["password_hash"] = password_hash_figures()
+    write_results(plan, fixture, runs, results)
 
 
 async def mark_database_unseeded(url: str) -> None:

@@ -37,14 +37,14 @@ from tests.conftest import (  # noqa: E402
     _drop_postgres_database,
     migrate,
 )
-from tests.helpers import PASSWORD  # noqa: E402
-from tests.image_host import ImageHost  # noqa: E402
 from tests.reliability.loopback_app import uvicorn_command  # noqa: E402
 from tests.reliability.support import (  # noqa: E402
     PostgresCluster,
     free_port,
     postgres_bin_dir,
 )
+from tests.support.helpers import PASSWORD  # noqa: E402
+from tests.support.image_host import ImageHost  # noqa: E402
 
 SECRET = "soak-secret-key-that-is-long-enough-for-hs256-0123456789abcdef"  # noqa: S105
 # Weighted mix of operations a client performs.

@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from app.config import DEVELOPMENT_SECRET_KEY, Settings
 from app.images.fetcher import Resolver
 from app.main import create_app
-from tests.helpers import ISSUED_TOKENS, PASSWORD
-from tests.image_host import ImageHost, LoopbackResolver
-from tests.log_capture import LogCapture, find_leaks
-from tests.mail_server import MailServer
+from tests.support.helpers import ISSUED_TOKENS, PASSWORD
+from tests.support.image_host import ImageHost, LoopbackResolver
+from tests.support.log_capture import LogCapture, find_leaks
+from tests.support.mail_server import MailServer
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-hs256-0123456789"

@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts.security import PasswordHasher
 from app.main import create_app
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import make_settings, migrate, new_database
-from tests.helpers import PASSWORD, assert_error, login, sign_up
-from tests.image_host import ImageHost, make_image
+from tests.support.helpers import PASSWORD, assert_error, login, sign_up
+from tests.support.image_host import ImageHost, make_image
 
 
 async def test_openapi_documents_every_operation(client: httpx.AsyncClient) -> None:
@@ -96,9 +97,9 @@ class _FailingCommitSession(AsyncSession):
 async def test_failed_commit_is_an_error_response_and_nothing_is_stored(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    working = app.state.sessionmaker
-    app.state.sessionmaker = async_sessionmaker(
-        app.state.engine, class_=_FailingCommitSession, expire_on_commit=False
+    working = app_state(app).sessionmaker
+    app_state(app).sessionmaker = async_sessionmaker(
+        app_state(app).engine, class_=_FailingCommitSession, expire_on_commit=False
     )
     response = await client.post(
         "/accounts/register",
@@ -109,7 +110,7 @@ async def test_failed_commit_is_an_error_response_and_nothing_is_stored(
             "password_confirm": PASSWORD,
         },
     )
-    app.state.sessionmaker = working
+    app_state(app).sessionmaker = working
     body = assert_error(response, 503, "database_unavailable")
     assert response.headers["retry-after"] == "1"
     assert set(body) == {"detail", "code"}
@@ -128,7 +129,7 @@ async def test_no_database_connection_is_held_while_the_url_is_checked(
 
     def probe(handler: BaseHTTPRequestHandler) -> None:
         # Runs in the image host's thread while the app awaits this answer.
-        seen.append(app.state.engine.pool.checkedout())
+        seen.append(app_state(app).engine.pool.checkedout())
         handler.send_response(200)
         handler.send_header("Content-Type", "image/png")
         handler.send_header("Content-Length", str(len(png)))
@@ -161,7 +162,7 @@ async def test_admin_bootstrap_is_idempotent_and_keeps_existing_password(
         for _ in range(2):
             app = create_app(settings)
             async with LifespanManager(app):
-                async with app.state.sessionmaker() as session:
+                async with app_state(app).sessionmaker() as session:
                     users = list((await session.execute(select(User))).scalars())
                 assert [(u.username, u.is_admin) for u in users] == [("boss", True)]
         app = create_app(settings.model_copy(update={"admin_password": None}))

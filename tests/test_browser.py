@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import PASSWORD
-from tests.live_server import ROOT, LiveServer, live_server
-from tests.log_capture import find_leaks
+from tests.support.helpers import PASSWORD
+from tests.support.live_server import ROOT, LiveServer, live_server
+from tests.support.log_capture import find_leaks
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT = ROOT / "docs" / "images" / "docs.png"

@@ -21,10 +21,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.helpers import PASSWORD
-from tests.live_server import ROOT, LiveServer, free_port, live_server
-from tests.log_capture import find_leaks
-from tests.mail_server import MailServer, ReceivedMail
+from tests.support.helpers import PASSWORD
+from tests.support.live_server import ROOT, LiveServer, free_port, live_server
+from tests.support.log_capture import find_leaks
+from tests.support.mail_server import MailServer, ReceivedMail
 from tests.test_browser import BrowserSession, browser
 
 __all__ = ["browser"]  # the fixture, shared with tests/test_browser.py

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from app.images.models import Image
-from tests.helpers import Account, sign_up, sign_up_admin
+from app.state import app_state
+from tests.support.helpers import Account, sign_up, sign_up_admin
 
 MAX_QUERIES_PER_READ = 2
 
@@ -30,7 +31,7 @@ def count_statements(app: FastAPI) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         statements.append(statement)
 
-    sync_engine = app.state.engine.sync_engine
+    sync_engine = app_state(app).engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", record)
     try:
         yield statements
@@ -40,7 +41,7 @@ def count_statements(app: FastAPI) -> Iterator[list[str]]:
 
 async def _seed_images(app: FastAPI, owner: Account, count: int) -> list[int]:
     """Store images directly: these tests are about reads, not about the URL check."""
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         images = [
             Image(
                 user_id=owner.id,

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import PASSWORD
-from tests.live_server import live_server
-from tests.log_capture import find_leaks
+from tests.support.helpers import PASSWORD
+from tests.support.live_server import live_server
+from tests.support.log_capture import find_leaks
 
 MAX_REQUESTS = 400
 

@@ -9,35 +9,27 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import bindparam, select
 
+from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.accounts.models import AccountSession
 from app.accounts.security import PasswordHasher, TokenService
 from app.accounts.sessions import SessionClient, touch_session
-from app.config import Settings
 from app.db import SessionDep, utcnow
-from app.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.rate_limits import ClientAddress
+from app.state import StateDep
 from app.users.models import User
 
 # auto_error=False: a missing token is answered by our own JSON error, with its code.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/accounts/login", auto_error=False)
 
 
-async def get_token_service(request: Request) -> TokenService:
-    service: TokenService = request.app.state.token_service
-    return service
+async def get_token_service(state: StateDep) -> TokenService:
+    return state.token_service
 
 
-async def get_password_hasher(request: Request) -> PasswordHasher:
-    hasher: PasswordHasher = request.app.state.password_hasher
-    return hasher
+async def get_password_hasher(state: StateDep) -> PasswordHasher:
+    return state.password_hasher
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 TokenServiceDep = Annotated[TokenService, Depends(get_token_service)]
 PasswordHasherDep = Annotated[PasswordHasher, Depends(get_password_hasher)]
 

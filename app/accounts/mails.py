@@ -6,13 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from app.accounts.link_tokens import link_url
 from app.config import Settings
 from app.mail import Mail, Outbox, OutboxDep
+from app.state import StateDep
 from app.users.models import User
 
 SERVICE_NAME = "Gallery API"
@@ -31,16 +32,6 @@ def create_mail_templates() -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-
-
-def link(settings: Settings, page: str, token: str, *, login: str | None = None) -> str:
-    """The mailed link to one of the pages for mailed links (app/accounts/pages.py) or to a
-    front end's page at the same path. The login rides in the fragment, which browsers never
-    send to a server: the page fills it in so that it can sign the user in."""
-    url = f"{settings.frontend_url}/{page}?token={token}"
-    if login is not None:
-        url += f"#login={quote(login, safe='')}"
-    return url
 
 
 @dataclass(frozen=True)
@@ -63,7 +54,7 @@ class AccountMails:
             to=user.email,
             subject=f"Confirm your {SERVICE_NAME} account",
             username=user.username,
-            link=link(self.settings, "verify-registration", token, login=user.username),
+            link=link_url(self.settings, "verify-registration", token, login=user.username),
             token=token,
             hours=self.settings.verification_expire_hours,
         )
@@ -74,7 +65,7 @@ class AccountMails:
             to=user.email,
             subject=f"Reset your {SERVICE_NAME} password",
             username=user.username,
-            link=link(self.settings, "reset-password", token, login=user.username),
+            link=link_url(self.settings, "reset-password", token, login=user.username),
             token=token,
             minutes=self.settings.reset_password_expire_minutes,
         )
@@ -86,7 +77,7 @@ class AccountMails:
             subject=f"Confirm your new {SERVICE_NAME} email address",
             username=user.username,
             new_email=new_email,
-            link=link(self.settings, "verify-email", token),
+            link=link_url(self.settings, "verify-email", token),
             token=token,
             hours=self.settings.verification_expire_hours,
         )
@@ -135,9 +126,8 @@ class AccountOutbox:
         self._outbox.send_after_commit(mail)
 
 
-async def get_account_outbox(request: Request, outbox: OutboxDep) -> AccountOutbox:
-    mails: AccountMails = request.app.state.account_mails
-    return AccountOutbox(outbox, mails)
+async def get_account_outbox(state: StateDep, outbox: OutboxDep) -> AccountOutbox:
+    return AccountOutbox(outbox, state.account_mails)
 
 
 AccountOutboxDep = Annotated[AccountOutbox, Depends(get_account_outbox)]

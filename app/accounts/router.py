@@ -14,8 +14,17 @@ from app.accounts.dependencies import (
     CurrentUser,
     PasswordHasherDep,
     SessionClientDep,
-    SettingsDep,
     TokenServiceDep,
+)
+from app.accounts.errors import (
+    AccountNotVerified,
+    InactiveAccount,
+    InvalidCredentials,
+    InvalidLinkToken,
+    InvalidToken,
+    NotAuthenticated,
+    SessionNotFound,
+    WrongPassword,
 )
 from app.accounts.mails import AccountOutboxDep
 from app.accounts.password_policy import WeakPassword
@@ -36,18 +45,12 @@ from app.accounts.schemas import (
     SessionRead,
     TokenResponse,
 )
-from app.accounts.sessions import SessionNotFound, TokenPair
-from app.db import SessionDep
-from app.dependencies import MAX_ID
-from app.errors import (
-    InactiveAccount,
-    InvalidCredentials,
-    InvalidInput,
-    InvalidToken,
-    NotAuthenticated,
-    error_responses,
-)
+from app.accounts.sessions import TokenPair
+from app.db import MAX_ID, SessionDep
+from app.errors import InvalidInput, error_responses
 from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
+from app.state import SettingsDep, StateDep
+from app.users.errors import EmailTaken, UsernameTaken
 from app.users.models import User
 from app.users.schemas import UserPrivate
 
@@ -99,7 +102,7 @@ VERIFICATION_LINK_SENT = (
     status_code=status.HTTP_201_CREATED,
     response_model=UserPrivate,
     summary="Create an account",
-    responses=error_responses(service.UsernameTaken, service.EmailTaken, WeakPassword, RateLimited),
+    responses=error_responses(UsernameTaken, EmailTaken, WeakPassword, RateLimited),
 )
 async def register(
     body: RegisterRequest,
@@ -130,7 +133,7 @@ async def register(
     "/verify-registration",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new account",
-    responses=error_responses(service.InvalidLinkToken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, InvalidInput),
 )
 async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> None:
     """Confirm the account with the token from the registration mail (single use)."""
@@ -146,7 +149,7 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 )
 async def resend_verification(
     body: ResendVerificationRequest,
-    request: Request,
+    state: StateDep,
     background: BackgroundTasks,
     limiter: RateLimiterDep,
     address: ClientAddress,
@@ -157,7 +160,6 @@ async def resend_verification(
     RATE_LIMIT_RESEND_VERIFICATION_PER_ACCOUNT mails per account; beyond that the answer is
     still 202 and no mail goes out."""
     await service.count_verification_resend(limiter, address=address)
-    state = request.app.state
     background.add_task(
         service.mail_verification_link,
         state.sessionmaker,
@@ -175,7 +177,7 @@ async def resend_verification(
     summary="Sign in and get a token pair",
     openapi_extra=_LOGIN_BODY,
     responses=error_responses(
-        InvalidCredentials, InactiveAccount, service.AccountNotVerified, InvalidInput, RateLimited
+        InvalidCredentials, InactiveAccount, AccountNotVerified, InvalidInput, RateLimited
     ),
 )
 async def login(
@@ -243,7 +245,7 @@ async def logout_all(user: CurrentUser, session: SessionDep) -> None:
     "/change-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change the password",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, WeakPassword),
+    responses=error_responses(NotAuthenticated, WrongPassword, WeakPassword),
 )
 async def change_password(
     body: ChangePasswordRequest,
@@ -292,7 +294,7 @@ async def send_reset_password_link(
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Set a new password with a mailed token",
-    responses=error_responses(service.InvalidLinkToken, WeakPassword),
+    responses=error_responses(InvalidLinkToken, WeakPassword),
 )
 async def reset_password(
     body: ResetPasswordRequest,
@@ -320,9 +322,7 @@ async def profile(user: CurrentUser) -> User:
     "/profile",
     response_model=UserPrivate,
     summary="Change one's username or email",
-    responses=error_responses(
-        NotAuthenticated, service.UsernameTaken, service.EmailTaken, InvalidInput
-    ),
+    responses=error_responses(NotAuthenticated, UsernameTaken, EmailTaken, InvalidInput),
 )
 async def update_profile(
     body: ProfileUpdate,
@@ -343,7 +343,7 @@ async def update_profile(
     "/verify-email",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Confirm a new email address",
-    responses=error_responses(service.InvalidLinkToken, service.EmailTaken, InvalidInput),
+    responses=error_responses(InvalidLinkToken, EmailTaken, InvalidInput),
 )
 async def verify_email(
     body: LinkTokenRequest, session: SessionDep, outbox: AccountOutboxDep
@@ -358,7 +358,7 @@ async def verify_email(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one's account",
-    responses=error_responses(NotAuthenticated, service.WrongPassword, InvalidInput),
+    responses=error_responses(NotAuthenticated, WrongPassword, InvalidInput),
 )
 async def delete_profile(
     body: DeleteAccountRequest, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep

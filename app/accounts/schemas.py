@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
 from app.accounts.models import AccountSession
+from app.schemas import RequestModel
 from app.text import StorableStr, Username
 
 # Long enough for any passphrase, short enough that hashing it costs nothing extra.
@@ -15,11 +16,10 @@ Password = Annotated[StorableStr, StringConstraints(min_length=1, max_length=102
 Login = Annotated[StorableStr, StringConstraints(min_length=1, max_length=320)]
 
 
-class RegisterRequest(BaseModel):
+class RegisterRequest(RequestModel):
     """A new account; the password policy is listed at POST /accounts/register."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -44,11 +44,10 @@ class RegisterRequest(BaseModel):
         return self
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestModel):
     """JSON login: `login` is the username or the email."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [{"login": "alice", "password": "correct horse battery staple"}]
         },
@@ -71,7 +70,7 @@ class LoginForm(BaseModel):
 LinkToken = Annotated[StorableStr, StringConstraints(min_length=1, max_length=256)]
 
 
-class _PasswordPair(BaseModel):
+class _PasswordPair(RequestModel):
     password: Password
     password_confirm: Password
 
@@ -106,17 +105,14 @@ class TokenResponse(BaseModel):
     )
 
 
-class RefreshRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]}
-    )
+class RefreshRequest(RequestModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refresh_token": "Yk3n0v7w..."}]})
 
     refresh_token: LinkToken
 
 
 class ChangePasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -131,19 +127,16 @@ class ChangePasswordRequest(_PasswordPair):
     old_password: Password
 
 
-class SendResetLinkRequest(BaseModel):
+class SendResetLinkRequest(RequestModel):
     """`login` is the username or the email."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"login": "alice@example.com"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "alice@example.com"}]})
 
     login: Login
 
 
 class ResetPasswordRequest(_PasswordPair):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={
             "examples": [
                 {
@@ -158,21 +151,20 @@ class ResetPasswordRequest(_PasswordPair):
     token: LinkToken
 
 
-class LinkTokenRequest(BaseModel):
+class LinkTokenRequest(RequestModel):
     """A token from a mailed link."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"token": "the token from the mail"}]}
+        json_schema_extra={"examples": [{"token": "the token from the mail"}]}
     )
 
     token: LinkToken
 
 
-class ProfileUpdate(BaseModel):
+class ProfileUpdate(RequestModel):
     """Fields to change; omitted ones stay as they are."""
 
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"username": "alice2", "email": "new@example.com"}]},
     )
 
@@ -180,9 +172,8 @@ class ProfileUpdate(BaseModel):
     email: EmailStr | None = Field(default=None, max_length=320)
 
 
-class DeleteAccountRequest(BaseModel):
+class DeleteAccountRequest(RequestModel):
     model_config = ConfigDict(
-        extra="forbid",
         json_schema_extra={"examples": [{"password": "correct horse battery staple"}]},
     )
 
@@ -195,12 +186,10 @@ class Message(BaseModel):
     detail: str
 
 
-class ResendVerificationRequest(BaseModel):
+class ResendVerificationRequest(RequestModel):
     """`login` is the username or the email of the unconfirmed account."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"login": "alice@example.com"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "alice@example.com"}]})
 
     login: Login
 

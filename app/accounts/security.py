@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 from jose import JWTError, jwt
 from passlib.context import CryptContext
 
+from app.accounts.errors import InvalidToken
 from app.config import Settings, usable_cores
-from app.errors import InvalidToken
+from app.db import MAX_ID
 
 # OWASP's Argon2id recommendation: 19 MiB of memory, 2 passes, 1 lane.
 ARGON2_MEMORY_KIB = 19 * 1024
@@ -104,7 +105,6 @@ class AccessClaims:
 CLOCK_SKEW_SECONDS = 30
 # Verified access tokens remembered per process (see `TokenService`).
 VERIFIED_TOKENS_KEPT = 4096
-_MAX_ID = 2**63 - 1
 
 
 def new_opaque_token() -> str:
@@ -124,7 +124,7 @@ def _positive_id(value: object) -> int:
         number = value
     else:
         raise InvalidToken()
-    if not 0 < number <= _MAX_ID:
+    if not 0 < number <= MAX_ID:
         raise InvalidToken()
     return number
 

@@ -5,22 +5,24 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import Literal
 
-from fastapi import status
 from sqlalchemy import delete, or_, select
-from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accounts import link_tokens
+from app.accounts.errors import (
+    AccountNotVerified,
+    InactiveAccount,
+    InvalidCredentials,
+    InvalidLinkToken,
+    WrongPassword,
+)
 from app.accounts.mails import AccountMails, AccountOutbox
 from app.accounts.models import AccountToken
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
     PasswordHasher,
     TokenService,
-    hash_opaque_token,
-    new_opaque_token,
 )
 from app.accounts.sessions import (
     UNKNOWN_CLIENT,
@@ -31,82 +33,13 @@ from app.accounts.sessions import (
 )
 from app.config import Settings
 from app.db import end_read_transaction, utcnow
-from app.errors import AppError, Conflict, Forbidden, InactiveAccount, InvalidCredentials
 from app.mail import Mailer
 from app.rate_limits import RateLimited, RateLimiter
 from app.text import email_key, username_key
+from app.users.identity import ensure_identity_free, flush_identity
 from app.users.models import User
 
-TokenPurpose = Literal["reset_password", "verify_registration", "verify_email"]
-
 logger = logging.getLogger(__name__)
-
-
-class UsernameTaken(Conflict):
-    code = "username_taken"
-    detail = "This username is already taken."
-
-
-class EmailTaken(Conflict):
-    code = "email_taken"
-    detail = "An account with this email already exists."
-
-
-class AccountNotVerified(Forbidden):
-    code = "account_not_verified"
-    detail = "Verify your email address first: follow the link in the mail we sent."
-
-
-class WrongPassword(Forbidden):
-    code = "wrong_password"
-    detail = "The current password is not correct."
-
-
-class InvalidLinkToken(AppError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    code = "invalid_link_token"
-    detail = "This link is invalid, has expired or was already used."
-
-
-async def ensure_identity_free(
-    session: AsyncSession, *, username: str | None, email: str | None, except_user_id: int | None
-) -> None:
-    """Raise `UsernameTaken` or `EmailTaken` when another user already has them.
-
-    Usernames may contain `@`, so a username is also checked against other users' emails and
-    an email against other users' usernames: otherwise someone could take another person's
-    email as a username and sign in, or receive reset mail, in their place.
-    """
-    wanted_username = username_key(username) if username is not None else None
-    wanted_email = email_key(email) if email is not None else None
-    keys = {key for key in (wanted_username, wanted_email) if key is not None}
-    if not keys:
-        return
-    query = select(User.username_key, User.email_key).where(
-        or_(User.username_key.in_(keys), User.email_key.in_(keys))
-    )
-    if except_user_id is not None:
-        query = query.where(User.id != except_user_id)
-    rows = (await session.execute(query)).all()
-    if wanted_username is not None and any(
-        wanted_username in (row.username_key, row.email_key) for row in rows
-    ):
-        raise UsernameTaken()
-    if rows:
-        raise EmailTaken()
-
-
-async def flush_identity(session: AsyncSession) -> None:
-    """Flush, turning a lost race on the unique username or email into a 409."""
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        message = str(exc.orig)
-        if "username_key" in message:
-            raise UsernameTaken() from exc
-        if "email_key" in message:
-            raise EmailTaken() from exc
-        raise
 
 
 async def create_user(
@@ -159,66 +92,6 @@ async def _verify_without_connection(
     return valid
 
 
-async def _issue_link_token(
-    session: AsyncSession,
-    user: User,
-    purpose: TokenPurpose,
-    lifetime: timedelta,
-    *,
-    new_email: str | None = None,
-) -> str:
-    token = new_opaque_token()
-    session.add(
-        AccountToken(
-            token_hash=hash_opaque_token(token),
-            user_id=user.id,
-            purpose=purpose,
-            new_email=new_email,
-            expires_at=utcnow() + lifetime,
-        )
-    )
-    await session.flush()
-    return token
-
-
-async def _find_link_token(
-    session: AsyncSession, token: str, purpose: TokenPurpose
-) -> tuple[AccountToken, User]:
-    """The live token's row and its user, or `InvalidLinkToken`."""
-    row = (
-        await session.execute(
-            select(AccountToken, User)
-            .join(User, User.id == AccountToken.user_id)
-            .where(
-                AccountToken.token_hash == hash_opaque_token(token),
-                AccountToken.purpose == purpose,
-            )
-        )
-    ).first()
-    if row is None or row[0].expires_at <= utcnow():
-        raise InvalidLinkToken()
-    return row[0], row[1]
-
-
-async def _find_link_token_user(session: AsyncSession, token: str, purpose: TokenPurpose) -> User:
-    return (await _find_link_token(session, token, purpose))[1]
-
-
-async def _consume_link_token(
-    session: AsyncSession, token: str, purpose: TokenPurpose
-) -> tuple[AccountToken, User]:
-    """The token's row and its user; the row is deleted, so the token works once."""
-    stored, user = await _find_link_token(session, token, purpose)
-    token_hash = stored.token_hash
-    # Deleting by hash and counting the rows makes two concurrent uses yield one success.
-    deleted: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
-        delete(AccountToken).where(AccountToken.token_hash == token_hash)
-    )
-    if deleted.rowcount != 1:
-        raise InvalidLinkToken()
-    return stored, user
-
-
 async def register(
     session: AsyncSession,
     hasher: PasswordHasher,
@@ -238,7 +111,7 @@ async def register(
         session, hasher, username=username, email=email, password=password, is_verified=not verify
     )
     if verify:
-        token = await _issue_link_token(
+        token = await link_tokens.issue_link_token(
             session,
             user,
             "verify_registration",
@@ -278,7 +151,9 @@ async def mail_verification_link(
             except RateLimited:
                 return
             lifetime = timedelta(hours=mails.settings.verification_expire_hours)
-            token = await _issue_link_token(session, user, "verify_registration", lifetime)
+            token = await link_tokens.issue_link_token(
+                session, user, "verify_registration", lifetime
+            )
             mail = mails.verify_registration(user, token)
             await session.commit()
     except Exception:
@@ -289,7 +164,7 @@ async def mail_verification_link(
 
 async def verify_registration(session: AsyncSession, *, token: str) -> None:
     """Mark the account verified: it may sign in from now on."""
-    _, user = await _consume_link_token(session, token, "verify_registration")
+    _, user = await link_tokens.consume_link_token(session, token, "verify_registration")
     user.is_verified = True
     await session.flush()
 
@@ -386,7 +261,7 @@ async def send_reset_password_link(
     user = await find_user_by_login(session, login)
     if user is None or not user.is_active:
         return
-    token = await _issue_link_token(
+    token = await link_tokens.issue_link_token(
         session,
         user,
         "reset_password",
@@ -404,12 +279,12 @@ async def reset_password(
     password: str,
 ) -> None:
     """Set a new password with a mailed token; the token dies and every session ends."""
-    user = await _find_link_token_user(session, token, "reset_password")
+    user = await link_tokens.find_link_token_user(session, token, "reset_password")
     if not user.is_active:
         raise InvalidLinkToken()
     await ensure_strong_password(password, username=user.username, email=user.email)
     new_hash = await _hash_without_connection(session, hasher, password)
-    await _consume_link_token(session, token, "reset_password")
+    await link_tokens.consume_link_token(session, token, "reset_password")
     user.password_hash = new_hash
     # Whoever holds the mailbox just proved it.
     user.is_verified = True
@@ -443,7 +318,7 @@ async def update_profile(
     if email is not None:
         # A new mailbox must prove it is reachable; a change of letter case is the same one.
         if settings.register_verification_enabled and email_key(email) != user.email_key:
-            token = await _issue_link_token(
+            token = await link_tokens.issue_link_token(
                 session,
                 user,
                 "verify_email",
@@ -463,7 +338,7 @@ async def update_profile(
 
 async def verify_email(session: AsyncSession, outbox: AccountOutbox, *, token: str) -> None:
     """Switch the account to the new address the token was mailed to."""
-    stored, user = await _consume_link_token(session, token, "verify_email")
+    stored, user = await link_tokens.consume_link_token(session, token, "verify_email")
     if stored.new_email is None:  # pragma: no cover - always set for this purpose
         raise InvalidLinkToken()
     await ensure_identity_free(

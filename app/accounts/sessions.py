@@ -10,6 +10,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.errors import InvalidToken, SessionNotFound
 from app.accounts.models import (
     IP_ADDRESS_LENGTH,
     USER_AGENT_LENGTH,
@@ -18,17 +19,11 @@ from app.accounts.models import (
 )
 from app.accounts.security import TokenService, hash_opaque_token, new_opaque_token
 from app.db import utcnow
-from app.errors import InvalidToken, NotFound
 from app.users.models import User
 
 
 class InvalidRefreshToken(InvalidToken):
     detail = "The refresh token is invalid, expired or already used; sign in again."
-
-
-class SessionNotFound(NotFound):
-    code = "session_not_found"
-    detail = "No such session among yours."
 
 
 # How stale `last_used_at` may get before an access writes it again: at most one write per

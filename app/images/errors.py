@@ -1,8 +1,29 @@
-"""Why an image URL was refused: every error the URL check can raise, in one place."""
+"""What can go wrong with an image: a missing one, a duplicate, a gallery one may not edit,
+and why a URL was refused (every error the URL check can raise, in one place)."""
 
 from __future__ import annotations
 
-from app.errors import InvalidInput
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+    detail = "This gallery has no image with this id."
+
+
+class ImageDuplicate(Conflict):
+    code = "image_duplicate"
+    detail = "This image URL is already in the gallery."
+
+
+class ImageChanged(Conflict):
+    code = "image_changed"
+    detail = "The image's URL changed while it was being checked; try again."
+
+
+class NotGalleryOwner(Forbidden):
+    code = "forbidden"
+    detail = "Only the gallery's owner or an admin may change it."
 
 
 class ImageCheckFailed(InvalidInput):

@@ -6,25 +6,36 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
-from app.accounts.dependencies import AdminUser, CurrentUser
-from app.db import SessionDep
-from app.dependencies import MAX_ID, CursorCodecDep, ImageCheckerDep, ImageIdPath, UserIdPath
-from app.errors import AdminRequired, InvalidInput, NotAuthenticated, error_responses
+from app.accounts.dependencies import AdminUser
+from app.accounts.errors import AdminRequired, NotAuthenticated
+from app.db import MAX_ID, SessionDep
+from app.errors import InvalidInput, error_responses
 from app.images import service
-from app.images.errors import IMAGE_CHECK_ERRORS
+from app.images.dependencies import EditableGalleryDep, ImageCheckerDep, ImageIdPath
+from app.images.errors import (
+    IMAGE_CHECK_ERRORS,
+    ImageChanged,
+    ImageDuplicate,
+    ImageNotFound,
+    NotGalleryOwner,
+)
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageRead, ImageUpdate
-from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
-from app.users.service import UserNotFound
+from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
+from app.users.dependencies import UserIdPath
+from app.users.errors import UserNotFound
 
 router = APIRouter(tags=["images"])
 
+# Writes name `user_id` although `EditableGalleryDep` reads it too: declared here, the path's
+# parameters keep their order in the OpenAPI document.
+
 _WRITE_ERRORS = error_responses(
     NotAuthenticated,
-    service.NotGalleryOwner,
+    NotGalleryOwner,
     UserNotFound,
-    service.ImageNotFound,
-    service.ImageDuplicate,
+    ImageNotFound,
+    ImageDuplicate,
     InvalidInput,
     *IMAGE_CHECK_ERRORS,
 )
@@ -55,18 +66,18 @@ async def create_image(
     body: ImageCreate,
     session: SessionDep,
     checker: ImageCheckerDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
 ) -> Image:
     """Add an image URL to the user's gallery (owner or admin). The server first checks
     that the URL is safe to fetch and that its bytes are an image of an allowed type."""
-    return await service.create_image(session, checker, actor, user_id, body)
+    return await service.create_image(session, checker, gallery, body)
 
 
 @router.get(
     "/users/{user_id}/images/{image_id}",
     response_model=ImageRead,
     summary="Get one image",
-    responses=error_responses(UserNotFound, service.ImageNotFound),
+    responses=error_responses(UserNotFound, ImageNotFound),
 )
 async def read_image(
     user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep
@@ -87,10 +98,10 @@ async def update_image(
     body: ImageUpdate,
     session: SessionDep,
     checker: ImageCheckerDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
 ) -> Image:
     """Change an image's title or URL (owner or admin); a new URL is checked again."""
-    return await service.update_image(session, checker, actor, user_id, image_id, body)
+    return await service.update_image(session, checker, gallery, image_id, body)
 
 
 @router.post(
@@ -99,10 +110,10 @@ async def update_image(
     summary="Check an image's URL again",
     responses=error_responses(
         NotAuthenticated,
-        service.NotGalleryOwner,
+        NotGalleryOwner,
         UserNotFound,
-        service.ImageNotFound,
-        service.ImageChanged,
+        ImageNotFound,
+        ImageChanged,
         *IMAGE_CHECK_ERRORS,
     ),
 )
@@ -111,11 +122,11 @@ async def recheck_image(
     image_id: ImageIdPath,
     session: SessionDep,
     checker: ImageCheckerDep,
-    actor: CurrentUser,
+    gallery: EditableGalleryDep,
 ) -> Image:
     """Run the URL check again (owner or admin) and store its results: format, size,
     width, height and `checked_at`. When the check fails the image is kept unchanged."""
-    return await service.recheck_image(session, checker, actor, user_id, image_id)
+    return await service.recheck_image(session, checker, gallery, image_id)
 
 
 @router.delete(
@@ -123,15 +134,13 @@ async def recheck_image(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete an image",
-    responses=error_responses(
-        NotAuthenticated, service.NotGalleryOwner, UserNotFound, service.ImageNotFound
-    ),
+    responses=error_responses(NotAuthenticated, NotGalleryOwner, UserNotFound, ImageNotFound),
 )
 async def delete_image(
-    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, actor: CurrentUser
+    user_id: UserIdPath, image_id: ImageIdPath, session: SessionDep, gallery: EditableGalleryDep
 ) -> None:
     """Remove an image from a gallery (owner or admin)."""
-    await service.delete_image(session, actor, user_id, image_id)
+    await service.delete_image(session, gallery, image_id)
 
 
 @router.get(

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from app.schemas import RequestModel
 from app.text import StorableStr
 
 MAX_URL_LENGTH = 2048
@@ -24,17 +25,13 @@ Title = Annotated[
 ]
 
 
-class ImageCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ImageCreate(RequestModel):
     image_url: ImageUrl
     title: Title | None = None
 
 
-class ImageUpdate(BaseModel):
+class ImageUpdate(RequestModel):
     """Omitted fields stay as they are; `title: null` clears the title."""
-
-    model_config = ConfigDict(extra="forbid")
 
     image_url: ImageUrl | None = None
     title: Title | None = None

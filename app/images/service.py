@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -9,41 +10,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.db import end_read_transaction, utcnow
-from app.errors import Conflict, Forbidden, NotFound
+from app.db import MAX_ID, end_read_transaction, utcnow
 from app.images.checker import CheckedImage, ImageChecker
+from app.images.errors import ImageChanged, ImageDuplicate, ImageNotFound, NotGalleryOwner
 from app.images.models import Image
 from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.url_guard import normalise_image_url
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
+from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import MAX_ID, UserNotFound, ensure_user_exists
+from app.users.service import ensure_user_exists
 
 
-class ImageNotFound(NotFound):
-    code = "image_not_found"
-    detail = "This gallery has no image with this id."
+@dataclass(frozen=True)
+class EditableGallery:
+    """A gallery the caller may change (`images.dependencies.EditableGalleryDep` decides)."""
+
+    owner_id: int
+    # The owner's row was just read by the authentication in this same request.
+    edited_by_owner: bool
 
 
-class ImageDuplicate(Conflict):
-    code = "image_duplicate"
-    detail = "This image URL is already in the gallery."
-
-
-class ImageChanged(Conflict):
-    code = "image_changed"
-    detail = "The image's URL changed while it was being checked; try again."
-
-
-class NotGalleryOwner(Forbidden):
-    code = "forbidden"
-    detail = "Only the gallery's owner or an admin may change it."
-
-
-def ensure_may_edit_gallery(actor: User, user_id: int) -> None:
-    """Owners edit their own gallery; admins edit any."""
-    if actor.id != user_id and not actor.is_admin:
+def editable_gallery(actor: User, owner_id: int) -> EditableGallery:
+    """Owners edit their own gallery; admins edit any; anyone else gets `NotGalleryOwner`."""
+    if actor.id != owner_id and not actor.is_admin:
         raise NotGalleryOwner()
+    return EditableGallery(owner_id=owner_id, edited_by_owner=actor.id == owner_id)
 
 
 # Listings read plain rows of every column (what `ImageRead` shows) with Core, not ORM
@@ -160,11 +152,11 @@ def _metadata(checked: CheckedImage) -> dict[str, object]:
 
 
 async def create_image(
-    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, data: ImageCreate
+    session: AsyncSession, checker: ImageChecker, gallery: EditableGallery, data: ImageCreate
 ) -> Image:
     """Check the URL, then add it to the gallery."""
-    ensure_may_edit_gallery(actor, user_id)
-    if actor.id != user_id:
+    user_id = gallery.owner_id
+    if not gallery.edited_by_owner:
         # An owner's row was just read by the authentication in this same transaction; only
         # an admin adding to another gallery needs the lookup. A deletion during the check
         # is still caught by the foreign key at the insert.
@@ -183,13 +175,12 @@ async def create_image(
 async def update_image(
     session: AsyncSession,
     checker: ImageChecker,
-    actor: User,
-    user_id: int,
+    gallery: EditableGallery,
     image_id: int,
     changes: ImageUpdate,
 ) -> Image:
     """Change the title and/or the URL; a new URL is checked like a new image."""
-    ensure_may_edit_gallery(actor, user_id)
+    user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
     if fields.get("image_url") is not None:
@@ -209,11 +200,11 @@ async def update_image(
 
 
 async def recheck_image(
-    session: AsyncSession, checker: ImageChecker, actor: User, user_id: int, image_id: int
+    session: AsyncSession, checker: ImageChecker, gallery: EditableGallery, image_id: int
 ) -> Image:
     """Check the image's URL again and store what the check found. A failed check raises
     its error and changes nothing."""
-    ensure_may_edit_gallery(actor, user_id)
+    user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     checked_url = image.image_url
     await end_read_transaction(session)
@@ -235,10 +226,9 @@ async def recheck_image(
     return image
 
 
-async def delete_image(session: AsyncSession, actor: User, user_id: int, image_id: int) -> None:
+async def delete_image(session: AsyncSession, gallery: EditableGallery, image_id: int) -> None:
     """Remove one image from a gallery."""
-    ensure_may_edit_gallery(actor, user_id)
-    image = await get_user_image(session, user_id, image_id)
+    image = await get_user_image(session, gallery.owner_id, image_id)
     await session.delete(image)
     await session.flush()
 

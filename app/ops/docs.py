@@ -8,13 +8,15 @@ the pages carry no inline script.
 from __future__ import annotations
 
 import html
+import json
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from app.errors import NotFound
+from app.errors import ErrorBody, NotFound, ValidationErrorBody
 
 ASSETS_PATH = "/docs/assets"
 # ReDoc's bundle fetches its "powered by" logo from Redocly's CDN; it is served with that
@@ -104,3 +106,60 @@ def docs_router(app: FastAPI) -> APIRouter:
         return FileResponse(path, headers=cache)
 
     return router
+
+
+_COMMON_RESPONSES: dict[str, tuple[str, str]] = {
+    "413": ("payload_too_large", "The request body is larger than `MAX_BODY_BYTES`."),
+    "503": ("database_unavailable", "The database could not be reached; retry shortly."),
+}
+
+
+def document_common_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add the answers any operation can give to its OpenAPI `responses`: 503 when the
+    database is down, and 413 when it takes a body and the body is too large."""
+    error_schema = {"$ref": "#/components/schemas/ErrorBody"}
+    validation_schema = {"$ref": "#/components/schemas/ValidationErrorBody"}
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    components.setdefault(
+        "ValidationErrorBody",
+        ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"),
+    )
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            if operation.get("parameters") or "requestBody" in operation:
+                # FastAPI documents its own 422 shape; ours is `ValidationErrorBody`.
+                description = responses.get("422", {}).get("description", "Validation Error")
+                if description == "Validation Error":  # FastAPI's own
+                    description = "Error codes: `validation_error`"
+                responses["422"] = {
+                    "description": description,
+                    "content": {"application/json": {"schema": validation_schema}},
+                }
+            for status_code, (code, meaning) in _COMMON_RESPONSES.items():
+                if status_code == "413" and "requestBody" not in operation:
+                    continue
+                responses.setdefault(
+                    status_code,
+                    {
+                        "description": f"{meaning} Error codes: `{code}`",
+                        "content": {"application/json": {"schema": error_schema}},
+                    },
+                )
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f'"#/components/schemas/{unused}"' not in json.dumps(schema):
+            components.pop(unused, None)
+    return schema
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Make the app's OpenAPI document include `document_common_responses` (built once)."""
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_common_responses(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

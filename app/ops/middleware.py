@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids and the access log, metrics, security headers, hosts.
+"""Pure ASGI middleware: request ids and the access log, metrics, security headers, hosts,
+body size limits and trailing slashes; `install_middleware` adds them in order.
 
 Plain ASGI classes rather than `BaseHTTPMiddleware`: they add no task or stream per request
 and keep the request in the handler's context (so the request id reaches every log line).
@@ -13,9 +14,13 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.config import Settings
 from app.ops.logs import request_id_var
 from app.ops.metrics import Metrics
 
@@ -98,7 +103,13 @@ class RequestContextMiddleware:
             error_logger.exception("unhandled error")
             if response_started:
                 raise
-            await _send_internal_error(send, request_id)
+            await _send_json_error(
+                send,
+                500,
+                "internal_error",
+                "Internal server error.",
+                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+            )
         finally:
             self._finish(scope, status, time.perf_counter() - started)
             request_id_var.reset(token)
@@ -131,19 +142,18 @@ class RequestContextMiddleware:
             )
 
 
-async def _send_internal_error(send: Send, request_id: str) -> None:
-    body = json.dumps({"detail": "Internal server error.", "code": "internal_error"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
-            ],
-        }
-    )
+async def _send_json_error(
+    send: Send, status: int, code: str, detail: str, *extra_headers: tuple[bytes, bytes]
+) -> None:
+    """Answer `{"detail", "code"}` straight from middleware, where the app's exception
+    handlers cannot be reached (before routing, or after the app has failed)."""
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra_headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -201,15 +211,92 @@ class TrustedHostMiddleware:
         if self.host_allowed(name):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": "Invalid host header.", "code": "invalid_host"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await _send_json_error(send, 400, "invalid_host", "Invalid host header.")
+
+
+PAYLOAD_TOO_LARGE_DETAIL = "The request body is larger than {limit} bytes."
+
+
+class BodySizeLimit:
+    """Refuse request bodies larger than `max_bytes` with 413 `payload_too_large`.
+
+    A declared `Content-Length` over the limit is refused before anything is read; a body
+    without one (chunked, or a lying header) is counted as it arrives and refused as soon as
+    it passes the limit, so a 10 MB upload never sits in memory whole.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = PAYLOAD_TOO_LARGE_DETAIL.format(limit=self.max_bytes)
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _send_json_error(
+                send, 413, "payload_too_large", detail, (b"connection", b"close")
+            )
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # Rendered by the app's HTTPException handler as JSON with its code.
+                    raise StarletteHTTPException(413, detail=detail)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class StripTrailingSlash:
+    """Answer `/path/` exactly like `/path`, without a redirect: older clients call
+    `/accounts/register/`, and a 307 would make them resend their POST."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                # Changed in place (as Starlette's router does) so the outer middleware sees
+                # the matched route the router records in this same scope.
+                scope["path"] = path.rstrip("/") or "/"
+                raw_path = scope.get("raw_path")
+                if raw_path:
+                    scope["raw_path"] = raw_path.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
+
+
+def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None) -> None:
+    """Add every middleware; a request meets them from the last added to the first."""
+    app.add_middleware(StripTrailingSlash)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[REQUEST_ID_HEADER],
         )
-        await send({"type": "http.response.body", "body": body})
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

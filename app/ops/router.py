@@ -7,10 +7,10 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
-from app.config import Settings
 from app.errors import NotFound, error_responses
 from app.ops import health
-from app.ops.metrics import Metrics, metrics_client_allowed
+from app.ops.metrics import metrics_client_allowed
+from app.state import StateDep
 
 router = APIRouter(tags=["operations"], include_in_schema=False)
 metrics_router = APIRouter(tags=["operations"], include_in_schema=False)
@@ -37,19 +37,21 @@ async def live() -> LiveStatus:
     response_model=ReadyStatus,
     responses=error_responses(health.DatabaseUnavailable),
 )
-async def ready(request: Request) -> ReadyStatus:
+async def ready(state: StateDep) -> ReadyStatus:
     """The database answers within a short deadline; 503 `database_unavailable` otherwise."""
-    await health.check_database(request.app.state.engine, health.READY_TIMEOUT_SECONDS)
+    await health.check_database(state.engine, health.READY_TIMEOUT_SECONDS)
     return ReadyStatus()
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, state: StateDep) -> Response:
     """Request counts and latency per route, image-check outcomes, database pool use."""
-    settings: Settings = request.app.state.settings
+    settings = state.settings
     client = request.client.host if request.client else None
     if not metrics_client_allowed(client, settings.metrics_allowed_networks):
         # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
         raise NotFound()
-    app_metrics: Metrics = request.app.state.metrics
+    app_metrics = state.metrics
+    if app_metrics is None:  # the route is only included when metrics are on
+        raise NotFound()
     return Response(app_metrics.render(), media_type=app_metrics.content_type)

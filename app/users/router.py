@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
-from app.accounts.service import EmailTaken, UsernameTaken
+from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
-from app.dependencies import CursorCodecDep, UserIdPath
-from app.errors import AdminRequired, InvalidInput, InvalidToken, NotAuthenticated, error_responses
-from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
+from app.errors import InvalidInput, error_responses
+from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users import service
+from app.users.dependencies import UserIdPath
+from app.users.errors import EmailTaken, UsernameTaken, UserNotFound
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate, UserPrivate, UserPublic
 
@@ -49,7 +50,7 @@ async def list_users(
     summary="Get a user",
     # Signing in is optional here (it only reveals the email to its owner and admins).
     openapi_extra={"security": [{}]},
-    responses=error_responses(service.UserNotFound, InvalidToken, InvalidInput),
+    responses=error_responses(UserNotFound, InvalidToken, InvalidInput),
 )
 async def read_user(
     user_id: UserIdPath, session: SessionDep, viewer: OptionalUser
@@ -68,7 +69,7 @@ async def read_user(
     responses=error_responses(
         NotAuthenticated,
         AdminRequired,
-        service.UserNotFound,
+        UserNotFound,
         UsernameTaken,
         EmailTaken,
         InvalidInput,

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from app.schemas import RequestModel
 from app.text import Username
 
 
@@ -33,10 +34,8 @@ class UserPrivate(BaseModel):
     last_login: datetime | None
 
 
-class UserAdminUpdate(BaseModel):
+class UserAdminUpdate(RequestModel):
     """Fields an admin may change; omitted fields stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     username: Username | None = None
     email: EmailStr | None = Field(default=None, max_length=320)

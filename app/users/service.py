@@ -7,20 +7,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.service import ensure_identity_free, flush_identity
-from app.errors import NotFound
+from app.db import MAX_ID
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
 from app.text import email_key, username_key
+from app.users.errors import UserNotFound
+from app.users.identity import ensure_identity_free, flush_identity
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate
 
 USERS_LISTING = "users"
-MAX_ID = 2**63 - 1
-
-
-class UserNotFound(NotFound):
-    code = "user_not_found"
-    detail = "No user has this id."
 
 
 async def get_user(session: AsyncSession, user_id: int) -> User:

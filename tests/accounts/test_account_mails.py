@@ -19,8 +19,8 @@ from app.config import Settings
 from app.mail import Mail, Mailer
 from app.users.models import User
 from tests.conftest import ROOT, mail_settings
-from tests.helpers import PASSWORD, bearer, login_pair, sign_up
-from tests.mail_server import MailServer, ReceivedMail
+from tests.support.helpers import PASSWORD, bearer, login_pair, sign_up
+from tests.support.mail_server import MailServer, ReceivedMail
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
 HOSTILE_NAME = "<script>alert(1)</script>&\"x'"

@@ -23,11 +23,12 @@ from app.accounts.models import AccountSession, AccountToken
 from app.db import utcnow
 from app.images.models import Image
 from app.main import create_app
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import empty_tables, mail_settings, make_settings
-from tests.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
-from tests.image_host import ImageHost
-from tests.mail_server import MailServer, free_port
+from tests.support.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
+from tests.support.image_host import ImageHost
+from tests.support.mail_server import MailServer, free_port
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
 
@@ -51,7 +52,7 @@ async def _reset(
 
 
 async def _count(app: FastAPI, model: Any) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(model))).scalar_one())
 
 
@@ -66,7 +67,7 @@ async def test_password_reset_by_mail_ends_every_session(
     assert message.subject == "Reset your Gallery API password"
     assert "http://app.test/reset-password?token=" in message.body
     # Stored only as a hash.
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = list((await session.execute(select(AccountToken.token_hash))).scalars())
     assert message.token not in stored
     assert len(stored) == 1
@@ -102,7 +103,7 @@ async def test_expired_reset_token_is_refused(
     await sign_up(client, "alice")
     await _send_link(client, "alice")
     [message] = await mail.wait_for("alice@example.com")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(AccountToken).values(expires_at=utcnow() - timedelta(seconds=1))
         )
@@ -117,7 +118,7 @@ async def test_reset_token_lives_for_the_configured_minutes(
     before = utcnow()
     await _send_link(client, "alice")
     await mail.wait_for("alice@example.com")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = (await session.execute(select(AccountToken))).scalar_one()
     lifetime = stored.expires_at - before
     assert timedelta(minutes=59) < lifetime < timedelta(minutes=61)
@@ -178,7 +179,7 @@ async def test_deactivated_account_gets_no_reset_mail(
     app: FastAPI, client: httpx.AsyncClient, mail: MailServer
 ) -> None:
     await sign_up(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(update(User).values(is_active=False))
     assert (await _send_link(client, "alice")).status_code == 202
     assert await _count(app, AccountToken) == 0
@@ -241,7 +242,7 @@ async def test_change_username_and_email_without_verification(
     body = response.json()
     assert (body["username"], body["email"]) == ("alicia", "alicia@example.com")
     await login_pair(client, "alicia@example.com")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         user = (await session.execute(select(User))).scalar_one()
     assert (user.username_key, user.email_key) == ("alicia", "alicia@example.com")
     assert mail.mails_to("alicia@example.com") == []
@@ -294,7 +295,7 @@ async def test_delete_account_removes_user_sessions_and_images(
     assert response.content == b""
     assert_error(await client.get("/users/me", headers=alice.headers), 401, "invalid_token")
     assert_error(await client.get(f"/users/{alice.id}"), 404, "user_not_found")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         users = list((await session.execute(select(User.username))).scalars())
         owners = list((await session.execute(select(Image.user_id))).scalars())
         sessions = list((await session.execute(select(AccountSession.user_id))).scalars())
@@ -319,14 +320,14 @@ async def test_no_mail_goes_out_when_the_transaction_fails(
     app: FastAPI, client: httpx.AsyncClient, mail: MailServer
 ) -> None:
     await sign_up(client, "alice")
-    working = app.state.sessionmaker
-    app.state.sessionmaker = async_sessionmaker(
-        app.state.engine, class_=_FailingCommitSession, expire_on_commit=False
+    working = app_state(app).sessionmaker
+    app_state(app).sessionmaker = async_sessionmaker(
+        app_state(app).engine, class_=_FailingCommitSession, expire_on_commit=False
     )
     try:
         response = await _send_link(client, "alice")
     finally:
-        app.state.sessionmaker = working
+        app_state(app).sessionmaker = working
     assert_error(response, 503, "database_unavailable")
     # The mail is sent only after a commit; give a wrongly sent one time to arrive.
     await asyncio.sleep(0.3)

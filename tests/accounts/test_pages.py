@@ -15,8 +15,8 @@ import pytest
 import app.accounts
 from app.accounts.pages import PAGES_CSP
 from tests.conftest import mail_settings
-from tests.helpers import ISSUED_TOKENS, PASSWORD, assert_error
-from tests.mail_server import MailServer
+from tests.support.helpers import ISSUED_TOKENS, PASSWORD, assert_error
+from tests.support.mail_server import MailServer
 
 PAGES = ["/reset-password", "/verify-registration", "/verify-email"]
 

@@ -12,8 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.accounts.password_policy import common_passwords, password_problems
+from app.state import app_state
 from app.users.models import User
-from tests.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
+from tests.support.helpers import PASSWORD, assert_error, bearer, login_pair, sign_up
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -75,7 +76,7 @@ async def test_register_refuses_common_password(app: FastAPI, client: httpx.Asyn
     response = await client.post("/accounts/register", json=_register_body("alice", "iloveyou"))
     body = assert_error(response, 422, "weak_password")
     assert "too common" in body["detail"]
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert (await session.execute(select(User))).first() is None
 
 
@@ -123,7 +124,7 @@ async def test_change_password_ends_other_sessions_only(
     await login_pair(client, "alice", NEW_PASSWORD)
     old = await client.post("/accounts/login", json={"login": "alice", "password": PASSWORD})
     assert_error(old, 401, "invalid_credentials")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         user = (await session.execute(select(User))).scalar_one()
     assert user.password_hash.startswith("$argon2id$")
 

@@ -17,10 +17,11 @@ from sqlalchemy import func, select
 
 from app.main import create_app
 from app.rate_limits import client_address
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import empty_tables, make_settings
-from tests.helpers import PASSWORD, assert_error, sign_up
-from tests.mail_server import free_port
+from tests.support.helpers import PASSWORD, assert_error, sign_up
+from tests.support.mail_server import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 WRONG_PASSWORD = "wrong-password-1"
@@ -58,7 +59,7 @@ async def _forget_counts(app: FastAPI, limit_storage: str) -> AsyncIterator[None
     yield
     # In-memory counts go with the app; Redis keys under this test's prefix are removed.
     if limit_storage == "redis":
-        await app.state.rate_limiter.reset()
+        await app_state(app).rate_limiter.reset()
 
 
 async def _register(client: httpx.AsyncClient, username: str) -> None:
@@ -92,7 +93,7 @@ async def _login(
 
 def _count_verifications(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record each password verification the app performs (real work, just counted)."""
-    hasher = app.state.password_hasher
+    hasher = app_state(app).password_hasher
     original = hasher.verify
     calls: list[int] = []
 
@@ -177,7 +178,7 @@ async def test_registration_is_limited_per_address(app: FastAPI, client: httpx.A
         assert response.status_code == 201
     limited = await client.post("/accounts/register", json=body("carol"), headers=_from(CLIENT_A))
     _assert_limited(limited)
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert (await session.execute(select(func.count()).select_from(User))).scalar_one() == 2
     other = await client.post("/accounts/register", json=body("carol"), headers=_from(CLIENT_B))
     assert other.status_code == 201
@@ -211,7 +212,7 @@ async def test_forwarded_for_from_untrusted_peer_is_ignored(
                 _assert_limited(await _login(client, "user-next", address="192.0.2.99"))
         finally:
             if "redis_url" in settings_overrides:
-                await application.state.rate_limiter.reset()
+                await app_state(application).rate_limiter.reset()
 
 
 async def test_redis_counts_are_shared_between_processes(

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.accounts.models import AccountToken
+from app.state import app_state
 from tests.conftest import mail_settings
-from tests.helpers import PASSWORD, assert_error, login_pair
-from tests.mail_server import MailServer
+from tests.support.helpers import PASSWORD, assert_error, login_pair
+from tests.support.mail_server import MailServer
 
 PROXY = "127.0.0.0/8"
 
@@ -56,7 +57,7 @@ async def _resend(
 
 
 async def _tokens(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         query = select(func.count()).select_from(AccountToken)
         return int((await session.execute(query)).scalar_one())
 

@@ -7,8 +7,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from app.state import app_state
 from app.users.models import User
-from tests.helpers import PASSWORD, assert_error, login, sign_up
+from tests.support.helpers import PASSWORD, assert_error, login, sign_up
 
 
 def _register_body(username: str = "alice", **overrides: str) -> dict[str, str]:
@@ -23,7 +24,7 @@ def _register_body(username: str = "alice", **overrides: str) -> dict[str, str]:
 
 
 async def _user_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(User))).scalar_one())
 
 
@@ -39,7 +40,7 @@ async def test_register_creates_user_and_hashes_password(
     assert body["date_joined"].endswith("Z") or "+00:00" in body["date_joined"]
     assert "password" not in body
     assert "password_hash" not in body
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         user = (await session.execute(select(User))).scalar_one()
     assert user.password_hash.startswith("$argon2id$")
     assert PASSWORD not in user.password_hash
@@ -194,7 +195,7 @@ async def test_login_gives_same_answer_for_unknown_user_and_wrong_password(
 
 async def test_login_refuses_deactivated_account(app: FastAPI, client: httpx.AsyncClient) -> None:
     await sign_up(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         user = (await session.execute(select(User))).scalar_one()
         user.is_active = False
     response = await client.post("/accounts/login", json={"login": "alice", "password": PASSWORD})
@@ -243,7 +244,7 @@ async def test_deactivated_users_token_stops_working(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
     account = await sign_up(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         user = await session.get(User, account.id)
         assert user is not None
         user.is_active = False
@@ -252,7 +253,7 @@ async def test_deactivated_users_token_stops_working(
 
 async def test_deleted_users_token_stops_working(app: FastAPI, client: httpx.AsyncClient) -> None:
     account = await sign_up(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         user = await session.get(User, account.id)
         await session.delete(user)
     assert_error(await client.get("/users/me", headers=account.headers), 401, "invalid_token")

@@ -16,7 +16,8 @@ from sqlalchemy import select, update
 from app.accounts.models import USER_AGENT_LENGTH, AccountSession
 from app.accounts.sessions import LAST_USED_PRECISION, SessionClient
 from app.db import utcnow
-from tests.helpers import ISSUED_TOKENS, PASSWORD, assert_error, bearer, sign_up
+from app.state import app_state
+from tests.support.helpers import ISSUED_TOKENS, PASSWORD, assert_error, bearer, sign_up
 from tests.test_query_counts import count_statements
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -49,14 +50,14 @@ async def _list(client: httpx.AsyncClient, token: str) -> list[dict[str, Any]]:
 
 
 async def _stored(app: FastAPI, session_id: int) -> AccountSession | None:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return await session.get(AccountSession, session_id)
 
 
 async def _age(app: FastAPI, session_id: int, by: timedelta) -> datetime:
     """Move a session's last use into the past; the new value."""
     when = utcnow() - by
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(AccountSession).where(AccountSession.id == session_id).values(last_used_at=when)
         )
@@ -109,7 +110,7 @@ async def test_ended_and_expired_sessions_are_not_listed(
 ) -> None:
     account = await sign_up(client, "alice")
     old = await _login(client, "alice", FIREFOX)
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(
             update(AccountSession)
             .where(AccountSession.id == _sid(old))
@@ -271,7 +272,7 @@ async def test_hostile_user_agents_are_stored_cut_and_clean(
     )
     assert bare.status_code == 200
     ISSUED_TOKENS.extend(bare.json()[key] for key in ("access_token", "refresh_token"))
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         agents = set((await session.execute(select(AccountSession.user_agent))).scalars())
     assert None in agents
 

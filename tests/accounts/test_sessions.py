@@ -25,9 +25,10 @@ from app.accounts.models import AccountSession, RefreshToken
 from app.accounts.security import CLOCK_SKEW_SECONDS
 from app.db import utcnow
 from app.main import create_app
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import TEST_SECRET, empty_tables, make_settings
-from tests.helpers import assert_error, bearer, login_pair, sign_up
+from tests.support.helpers import assert_error, bearer, login_pair, sign_up
 
 
 async def _me(client: httpx.AsyncClient, token: str) -> httpx.Response:
@@ -39,7 +40,7 @@ async def _refresh(client: httpx.AsyncClient, refresh_token: str) -> httpx.Respo
 
 
 async def _sessions(app: FastAPI, user_id: int) -> list[AccountSession]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         query = select(AccountSession).where(AccountSession.user_id == user_id)
         return list((await session.execute(query)).scalars())
 
@@ -61,7 +62,7 @@ async def test_login_returns_token_pair_and_stores_only_a_hash(
     sessions = await _sessions(app, account.id)
     assert len(sessions) == 2
     assert int(claims["sid"]) in {item.id for item in sessions}
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         hashes = list((await session.execute(select(RefreshToken.token_hash))).scalars())
     assert pair["refresh_token"] not in hashes
     assert hashlib.sha256(pair["refresh_token"].encode()).hexdigest() in hashes
@@ -121,7 +122,7 @@ async def test_access_token_is_not_a_refresh_token(client: httpx.AsyncClient) ->
 async def test_expired_refresh_token_is_refused(app: FastAPI, client: httpx.AsyncClient) -> None:
     await sign_up(client, "alice")
     pair = await login_pair(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(update(RefreshToken).values(expires_at=utcnow() - timedelta(1)))
     assert_error(await _refresh(client, pair["refresh_token"]), 401, "invalid_token")
 
@@ -129,7 +130,7 @@ async def test_expired_refresh_token_is_refused(app: FastAPI, client: httpx.Asyn
 async def test_deactivated_user_cannot_refresh(app: FastAPI, client: httpx.AsyncClient) -> None:
     await sign_up(client, "alice")
     pair = await login_pair(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.execute(update(User).values(is_active=False))
     assert_error(await _refresh(client, pair["refresh_token"]), 401, "invalid_token")
 
@@ -176,7 +177,7 @@ def _count_queries(app: FastAPI) -> Iterator[list[str]]:
     def record(*args: Any) -> None:
         statements.append(str(args[2]))
 
-    engine = app.state.engine.sync_engine
+    engine = app_state(app).engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
@@ -307,7 +308,7 @@ async def test_token_naming_another_users_session_is_refused(client: httpx.Async
 
 async def test_token_of_deleted_user_is_refused(app: FastAPI, client: httpx.AsyncClient) -> None:
     account = await sign_up(client, "alice")
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.delete(await session.get(User, account.id))
     assert_error(await _me(client, account.token), 401, "invalid_token")
 

@@ -10,10 +10,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import mail_settings
-from tests.helpers import PASSWORD, assert_error, bearer, login_pair
-from tests.mail_server import MailServer
+from tests.support.helpers import PASSWORD, assert_error, bearer, login_pair
+from tests.support.mail_server import MailServer
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ async def _verified_user(client: httpx.AsyncClient, mail: MailServer, username: 
 
 
 async def _stored_user(app: FastAPI, username: str) -> User:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         query = select(User).where(User.username == username)
         return (await session.execute(query)).scalar_one()
 

@@ -7,8 +7,8 @@ from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-from tests.helpers import sign_up
-from tests.image_host import ImageHost, make_image
+from tests.support.helpers import sign_up
+from tests.support.image_host import ImageHost, make_image
 
 ABSURD = "9" * 30
 

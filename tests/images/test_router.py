@@ -11,8 +11,9 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.images.models import Image
-from tests.helpers import Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost
+from app.state import app_state
+from tests.support.helpers import Account, assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost
 
 IMAGE_FIELDS = {
     "id",
@@ -30,7 +31,7 @@ IMAGE_FIELDS = {
 
 
 async def _image_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(Image))).scalar_one())
 
 
@@ -382,6 +383,23 @@ async def test_deleting_a_user_cascades_to_their_images(
     await _add(client, alice, image_host.url("/cat.png"))
     from app.users.models import User
 
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         await session.delete(await session.get(User, alice.id))
+    assert await _image_count(app) == 0
+
+
+async def test_non_owner_is_refused_before_the_body_is_read(
+    app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost
+) -> None:
+    # The gallery check is a dependency: it answers a stranger before the body is validated,
+    # so a malformed body tells them nothing, and no URL of theirs is fetched.
+    alice = await sign_up(client, "alice")
+    mallory = await sign_up(client, "mallory")
+    image_host.forget()
+    for body in ({"image_url": image_host.url("/cat.png"), "owner": 1}, {"title": 5}):
+        response = await client.post(
+            f"/users/{alice.id}/images", json=body, headers=mallory.headers
+        )
+        assert_error(response, 403, "forbidden")
+    assert image_host.requests == []
     assert await _image_count(app) == 0

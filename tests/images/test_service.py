@@ -8,11 +8,12 @@ from sqlalchemy import event, func, select
 
 from app.images import service
 from app.images.models import Image
-from tests.helpers import sign_up, sign_up_admin
+from app.state import app_state
+from tests.support.helpers import sign_up, sign_up_admin
 
 
 async def _store(app: FastAPI, owner_id: int, names: list[str]) -> None:
-    async with app.state.sessionmaker() as session, session.begin():
+    async with app_state(app).sessionmaker() as session, session.begin():
         session.add_all(
             Image(
                 user_id=owner_id,
@@ -24,7 +25,7 @@ async def _store(app: FastAPI, owner_id: int, names: list[str]) -> None:
 
 
 async def _urls(app: FastAPI) -> list[str]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return list((await session.execute(select(Image.image_url).order_by(Image.id))).scalars())
 
 
@@ -36,7 +37,7 @@ async def test_delete_all_images_removes_every_image_in_batches(
     await _store(app, alice.id, [f"a{n}" for n in range(4)])
     await _store(app, bob.id, [f"b{n}" for n in range(3)])
     statements: list[str] = []
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         connection = await session.connection()
         sync_engine = connection.engine.sync_engine
 
@@ -53,14 +54,14 @@ async def test_delete_all_images_removes_every_image_in_batches(
     assert await _urls(app) == []
     # 7 images in batches of 2: four DELETEs that remove rows, one that finds none.
     assert sum(s.lstrip().upper().startswith("DELETE") for s in statements) == 5
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert (await session.execute(select(func.count()).select_from(Image))).scalar_one() == 0
 
 
 async def test_delete_all_images_on_an_empty_table_deletes_nothing(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         assert await service.delete_all_images(session, batch_size=2) == 0
 
 

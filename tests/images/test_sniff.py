@@ -9,7 +9,7 @@ import pytest
 from PIL import Image as PILImage
 
 from app.images.checker import SNIFF_WINDOW, sniff_image
-from tests.image_host import make_image
+from tests.support.image_host import make_image
 
 
 @pytest.mark.parametrize(

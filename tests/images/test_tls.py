@@ -13,7 +13,7 @@ from app.images.checker import ImageChecker
 from app.images.errors import ImageUrlUnreachable
 from app.images.fetcher import create_image_transport
 from tests.conftest import make_settings
-from tests.image_host import ImageHost
+from tests.support.image_host import ImageHost
 
 NAME = "images.test"
 

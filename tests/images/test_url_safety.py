@@ -22,8 +22,9 @@ from sqlalchemy import func, select
 
 from app.images.errors import ImageUrlUnreachable
 from app.images.models import Image
-from tests.helpers import Account, assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost, make_image
+from app.state import app_state
+from tests.support.helpers import Account, assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost, make_image
 
 TEST_TIMEOUT = 1.0  # IMAGE_FETCH_TIMEOUT in the test settings (tests/conftest.py)
 TEN_GIB = 10 * 2**30
@@ -73,7 +74,7 @@ def allowed(image_host: ImageHost) -> ImageHost:
 
 
 async def _image_count(app: FastAPI) -> int:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         return int((await session.execute(select(func.count()).select_from(Image))).scalar_one())
 
 
@@ -343,7 +344,7 @@ async def test_png_served_as_octet_stream_is_kept_with_its_real_type(
     body = response.json()
     assert body["content_type"] == "image/png"
     assert (body["width"], body["height"], body["size_bytes"]) == (12, 9, len(png))
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = await session.get(Image, body["id"])
         assert stored is not None
         assert (stored.content_type, stored.width, stored.height) == ("image/png", 12, 9)
@@ -379,7 +380,7 @@ async def test_width_and_height_are_recorded(
     assert response.status_code == 201, response.text
     body = response.json()
     assert (body["content_type"], body["width"], body["height"]) == (media_type, 64, 48)
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = await session.get(Image, body["id"])
         assert stored is not None
         assert (stored.width, stored.height) == (64, 48)
@@ -584,7 +585,7 @@ async def test_no_database_connection_is_held_during_a_recheck(
     png = make_image("PNG")
 
     def probe(handler: BaseHTTPRequestHandler) -> None:
-        seen.append(app.state.engine.pool.checkedout())
+        seen.append(app_state(app).engine.pool.checkedout())
         _serve(png, "image/png")(handler)
 
     allowed.routes["/probe-recheck.png"] = probe

@@ -17,8 +17,8 @@ from app.main import create_app
 from app.ops import health
 from app.ops.middleware import API_CSP, DOCS_CSP
 from tests.conftest import make_settings
-from tests.helpers import assert_error, sign_up
-from tests.log_capture import LogCapture
+from tests.support.helpers import assert_error, sign_up
+from tests.support.log_capture import LogCapture
 
 
 async def test_liveness_answers_without_checking_anything(client: httpx.AsyncClient) -> None:

@@ -24,8 +24,8 @@ from app.ops.logs import (
     request_id_var,
 )
 from tests.conftest import TEST_SECRET, make_settings, migrate, new_database
-from tests.helpers import PASSWORD, login
-from tests.log_capture import find_leaks
+from tests.support.helpers import PASSWORD, login
+from tests.support.log_capture import find_leaks
 
 
 def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:

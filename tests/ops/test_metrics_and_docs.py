@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import assert_error, sign_up
-from tests.image_host import ImageHost
+from tests.support.helpers import assert_error, sign_up
+from tests.support.image_host import ImageHost
 
 
 async def _samples(client: httpx.AsyncClient) -> dict[tuple[str, frozenset[Any]], float]:

@@ -15,11 +15,12 @@ from sqlalchemy import func, select
 
 from app.images.models import Image
 from app.main import create_app
+from app.state import app_state
 from app.users.models import User
 from tests.conftest import empty_tables, make_settings
-from tests.helpers import Account, sign_up, sign_up_admin
-from tests.image_host import ImageHost, LoopbackResolver
 from tests.reliability.support import LoopbackOnlyTransport, PostgresCluster, postgres_bin_dir
+from tests.support.helpers import Account, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost, LoopbackResolver
 
 
 @dataclass
@@ -64,7 +65,7 @@ async def world(app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost) 
 
 async def count_rows(app: FastAPI) -> tuple[int, int]:
     """(users, images) stored right now."""
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         users = (await session.execute(select(func.count()).select_from(User))).scalar_one()
         images = (await session.execute(select(func.count()).select_from(Image))).scalar_one()
     return int(users), int(images)

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
-from tests.image_host import LoopbackResolver
 from tests.reliability.support import LoopbackOnlyTransport
+from tests.support.image_host import LoopbackResolver
 
 
 def create() -> FastAPI:

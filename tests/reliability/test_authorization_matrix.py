@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from jose import jwt
 from starlette.routing import Mount, Route
 
-from tests.helpers import PASSWORD, login
 from tests.reliability.conftest import World, count_rows
+from tests.support.helpers import PASSWORD, login
 
 ACTORS = ("anonymous", "other", "owner", "admin")
 _counter = itertools.count()

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.images.models import Image
+from app.state import app_state
 from app.users.models import User
-from tests.helpers import assert_error, sign_up
 from tests.reliability.conftest import World
+from tests.support.helpers import assert_error, sign_up
 
 
 @pytest.fixture
@@ -25,13 +26,13 @@ def settings_overrides() -> dict[str, Any]:
 
 
 async def _stored_images(app: FastAPI) -> list[tuple[int, int]]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         rows = await session.execute(select(Image.id, Image.user_id).order_by(Image.id))
         return [(row.id, row.user_id) for row in rows]
 
 
 async def _stored_urls(app: FastAPI) -> set[tuple[int, str]]:
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         rows = await session.execute(select(Image.user_id, Image.image_url))
         return {(row.user_id, row.image_url) for row in rows}
 
@@ -128,7 +129,7 @@ async def test_delete_all_images_while_users_add_images_leaves_no_orphans(
     assert not failures, failures
     stored = await _stored_images(app)
     stored_keys = await _stored_urls(app)
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         user_ids = set((await session.execute(select(User.id))).scalars())
     # No orphans: every stored image belongs to an existing user and was acknowledged.
     assert {user_id for _, user_id in stored} <= user_ids

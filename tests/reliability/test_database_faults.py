@@ -17,10 +17,11 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.main import create_app
+from app.state import app_state
 from tests.conftest import _create_postgres_database, make_settings, migrate
-from tests.helpers import assert_error, sign_up, sign_up_admin
-from tests.image_host import ImageHost, LoopbackResolver
 from tests.reliability.support import LoopbackOnlyTransport, PostgresCluster
+from tests.support.helpers import assert_error, sign_up, sign_up_admin
+from tests.support.image_host import ImageHost, LoopbackResolver
 
 OUTAGE_DEADLINE = 2.0
 
@@ -124,7 +125,7 @@ async def test_first_request_after_a_quiet_database_restart_succeeds(
         *(client.get("/users/me", headers=alice.headers) for _ in range(4)),
     )
     assert {r.status_code for r in responses} == {200}
-    assert cluster_app.state.engine.pool.checkedin() >= 2
+    assert app_state(cluster_app).engine.pool.checkedin() >= 2
 
     # In threads, so the event loop keeps running meanwhile, as it does in a live server.
     await asyncio.to_thread(postgres_cluster.stop)

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.images.models import Image
 from tests.conftest import ROOT, TEST_SECRET, migrate
-from tests.helpers import PASSWORD
-from tests.image_host import ImageHost
 from tests.reliability.loopback_app import uvicorn_command
 from tests.reliability.support import free_port
+from tests.support.helpers import PASSWORD
+from tests.support.image_host import ImageHost
 
 EXIT_WITHIN = 10.0
 IN_FLIGHT = 8

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.helpers import PASSWORD, assert_error, sign_up
 from tests.reliability.conftest import World, count_rows
+from tests.support.helpers import PASSWORD, assert_error, sign_up
 
 
 @dataclass(frozen=True)

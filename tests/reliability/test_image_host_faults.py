@@ -15,9 +15,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.helpers import assert_error
+from app.state import app_state
 from tests.reliability.conftest import World, count_rows
 from tests.reliability.support import MisbehavingHost, read_request_head
+from tests.support.helpers import assert_error
 
 FETCH_TIMEOUT = 1.0
 # The deadline plus generous slack for a shared 2-core machine; a hang would take far longer.
@@ -204,7 +205,7 @@ async def test_non_loopback_hosts_are_refused_without_connecting(
     global address passes the SSRF guard, so the loopback-only transport refuses it; a name
     is refused by the tests' resolver before any lookup leaves the machine; a reserved
     address is refused by the SSRF guard itself."""
-    transport = app.state.image_checker._transport
+    transport = app_state(app).image_checker._transport
     cases = (
         ("http://8.8.8.8/cat.png", "image_url_unreachable"),
         ("https://example.com/cat.png", "image_url_unreachable"),

@@ -28,9 +28,9 @@ from schemathesis.specs.openapi.checks import (
 
 from app.main import create_app
 from tests.conftest import empty_tables, make_settings
-from tests.helpers import PASSWORD
-from tests.image_host import ImageHost, LoopbackResolver
 from tests.reliability.support import LoopbackOnlyTransport, live_server
+from tests.support.helpers import PASSWORD
+from tests.support.image_host import ImageHost, LoopbackResolver
 
 pytestmark = pytest.mark.fuzz
 

@@ -7,8 +7,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.state import app_state
 from app.users.models import User
-from tests.helpers import PASSWORD, assert_error, sign_up, sign_up_admin
+from tests.support.helpers import PASSWORD, assert_error, sign_up, sign_up_admin
 
 PUBLIC_FIELDS = {"id", "username", "date_joined"}
 PRIVATE_FIELDS = {"id", "username", "email", "is_admin", "is_active", "date_joined", "last_login"}
@@ -117,7 +118,7 @@ async def test_admin_can_change_user(app: FastAPI, client: httpx.AsyncClient) ->
         "alicia@example.com",
         True,
     )
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = await session.get(User, alice.id)
     assert stored is not None
     assert stored.username_key == "alicia"
@@ -149,7 +150,7 @@ async def test_patch_user_permissions(app: FastAPI, client: httpx.AsyncClient) -
         assert_error(response, 403, "admin_required")
     missing = await client.patch("/users/999999", headers=admin.headers, json={"is_admin": True})
     assert_error(missing, 404, "user_not_found")
-    async with app.state.sessionmaker() as session:
+    async with app_state(app).sessionmaker() as session:
         stored = (await session.execute(select(User).where(User.id == alice.id))).scalar_one()
     assert stored.is_admin is False
 

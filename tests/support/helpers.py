@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.accounts.security import PasswordHasher
 from app.accounts.service import create_user
+from app.state import app_state
 
 PASSWORD = "a-long-enough-passphrase"
 # Every token the tests were given: the log check at the end of the run looks for each.
@@ -66,8 +67,8 @@ async def sign_up(client: httpx.AsyncClient, username: str) -> Account:
 
 async def sign_up_admin(app: FastAPI, client: httpx.AsyncClient, username: str = "root") -> Account:
     """Create an admin the way the start-up bootstrap does, then sign in through the API."""
-    async with app.state.sessionmaker() as session, session.begin():
-        hasher: PasswordHasher = app.state.password_hasher
+    async with app_state(app).sessionmaker() as session, session.begin():
+        hasher: PasswordHasher = app_state(app).password_hasher
         user = await create_user(
             session,
             hasher,

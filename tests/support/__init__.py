@@ -1,0 +1,1 @@
+"""Support for the tests: API helpers and real loopback servers (image host, SMTP, uvicorn)."""
