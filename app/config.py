@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     rate_limit_reset_per_address: str = "5/hour"
     # Reset mails per account (or per unknown login): over it the answer is still 202.
     rate_limit_reset_per_account: str = "3/hour"
+    rate_limit_resend_verification_per_address: str = "5/hour"
+    # Over this one the answer stays 202 and no mail goes out: a 429 would tell the account
+    # exists (and is unconfirmed).
+    rate_limit_resend_verification_per_account: str = "3/hour"
     redis_url: str | None = None
     rate_limit_key_prefix: str = "gallery-api"
     # The proxies whose X-Forwarded-For/-Proto are believed (app/ops/proxies.py); empty:
@@ -168,6 +172,8 @@ class Settings(BaseSettings):
         "rate_limit_register_per_address",
         "rate_limit_reset_per_address",
         "rate_limit_reset_per_account",
+        "rate_limit_resend_verification_per_address",
+        "rate_limit_resend_verification_per_account",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.accounts import service as accounts_service
+from app.accounts.mails import AccountMails, create_mail_templates
 from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
@@ -81,6 +82,7 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
         cursor_codec=CursorCodec(secret_key.encode()),
         rate_limiter=RateLimiter(settings),
         mailer=Mailer(settings),
+        account_mails=AccountMails(create_mail_templates(), settings),
         metrics=metrics,
         image_checker=ImageChecker(
             transport,

@@ -21,7 +21,13 @@ from app.state import StateDep
 logger = logging.getLogger(__name__)
 
 LimitName = Literal[
-    "login_account", "login_address", "register_address", "reset_address", "reset_account"
+    "login_account",
+    "login_address",
+    "register_address",
+    "reset_address",
+    "reset_account",
+    "resend_verification_address",
+    "resend_verification_account",
 ]
 
 
@@ -69,6 +75,12 @@ class RateLimiter:
             "register_address": parse_many(settings.rate_limit_register_per_address),
             "reset_address": parse_many(settings.rate_limit_reset_per_address),
             "reset_account": parse_many(settings.rate_limit_reset_per_account),
+            "resend_verification_address": parse_many(
+                settings.rate_limit_resend_verification_per_address
+            ),
+            "resend_verification_account": parse_many(
+                settings.rate_limit_resend_verification_per_account
+            ),
         }
 
     async def hit(self, name: LimitName, key: str) -> None:

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from app.config import Settings
 
 if TYPE_CHECKING:
+    from app.accounts.mails import AccountMails
     from app.accounts.security import PasswordHasher, TokenService
     from app.images.checker import ImageChecker
     from app.mail import Mailer
@@ -43,6 +44,7 @@ class AppState:
     cursor_codec: CursorCodec
     rate_limiter: RateLimiter
     mailer: Mailer
+    account_mails: AccountMails
     metrics: Metrics | None
     image_checker: ImageChecker
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accounts import link_tokens, mail_texts
+from app.accounts import link_tokens
 from app.accounts.credential_tokens import revoke_credential_tokens
 from app.accounts.errors import (
     AccountNotVerified,
@@ -19,15 +19,22 @@ from app.accounts.errors import (
     WrongPassword,
 )
 from app.accounts.expired_registrations import remove_expired_registrations
+from app.accounts.mails import AccountMails, AccountOutbox
 from app.accounts.password_policy import ensure_strong_password
 from app.accounts.security import (
     PasswordHasher,
     TokenService,
 )
-from app.accounts.sessions import TokenPair, end_user_sessions, start_session
+from app.accounts.sessions import (
+    UNKNOWN_CLIENT,
+    SessionClient,
+    TokenPair,
+    end_user_sessions,
+    start_session,
+)
 from app.config import Settings
 from app.db import end_read_transaction, utcnow
-from app.mail import Mailer, Outbox
+from app.mail import Mailer
 from app.rate_limits import RateLimited, RateLimiter
 from app.users.identity import ensure_identity_free, flush_identity
 from app.users.identity_keys import email_key, username_key
@@ -98,7 +105,7 @@ async def register(
     session: AsyncSession,
     hasher: PasswordHasher,
     limiter: RateLimiter,
-    outbox: Outbox,
+    outbox: AccountOutbox,
     settings: Settings,
     *,
     address: str,
@@ -125,8 +132,49 @@ async def register(
             "verify_registration",
             timedelta(hours=settings.verification_expire_hours),
         )
-        outbox.send_after_commit(mail_texts.registration(settings, user, token))
+        outbox.send(outbox.mails.verify_registration(user, token))
     return user
+
+
+async def count_verification_resend(limiter: RateLimiter, *, address: str) -> None:
+    """The request half of POST /accounts/resend-verification: the per-address limit.
+
+    Nothing here depends on whether an account matches, so every answer takes the same time;
+    `mail_verification_link` does the rest after the response."""
+    await limiter.hit("resend_verification_address", address)
+
+
+async def mail_verification_link(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    limiter: RateLimiter,
+    mailer: Mailer,
+    mails: AccountMails,
+    *,
+    login: str,
+) -> None:
+    """Mail a new confirmation link when `login` names an active, unconfirmed account whose
+    confirmation mails are within RATE_LIMIT_RESEND_VERIFICATION_PER_ACCOUNT. Runs after the
+    response, in its own transaction; failures are logged (the caller had its 202)."""
+    try:
+        async with sessionmaker() as session:
+            user = await find_user_by_login(session, login)
+            if user is None or user.is_verified or not user.is_active:
+                return
+            await end_read_transaction(session)
+            try:
+                await limiter.hit("resend_verification_account", f"user:{user.id}")
+            except RateLimited:
+                return
+            lifetime = timedelta(hours=mails.settings.verification_expire_hours)
+            token = await link_tokens.issue_link_token(
+                session, user, "verify_registration", lifetime
+            )
+            mail = mails.verify_registration(user, token)
+            await session.commit()
+    except Exception:
+        logger.exception("confirmation link not sent")
+        return
+    await mailer.send(mail)
 
 
 async def verify_registration(session: AsyncSession, *, token: str) -> None:
@@ -161,6 +209,7 @@ async def login(
     address: str,
     login: str,
     password: str,
+    client: SessionClient = UNKNOWN_CLIENT,
 ) -> TokenPair:
     """Check the credentials and start a session; unknown users cost as much as known.
 
@@ -183,7 +232,7 @@ async def login(
         raise AccountNotVerified()
     # Written by the flush that inserts the session: one flush fewer per login.
     user.last_login = utcnow()
-    return await start_session(session, tokens, user)
+    return await start_session(session, tokens, user, client)
 
 
 async def _check_password(
@@ -201,20 +250,22 @@ async def change_password(
     session: AsyncSession,
     hasher: PasswordHasher,
     limiter: RateLimiter,
+    outbox: AccountOutbox,
     user: User,
     *,
     current_session_id: int,
     old_password: str,
     password: str,
 ) -> None:
-    """Set a new password; every other session of the user ends, the caller's stays, and
-    pending reset and email-change links die."""
+    """Set a new password; every other session of the user ends, the caller's stays,
+    pending reset and email-change links die, and a notice is mailed."""
     await _check_password(session, hasher, limiter, user, old_password)
     await ensure_strong_password(password, username=user.username, email=user.email)
     user.password_hash = await _hash_without_connection(session, hasher, password)
     await end_user_sessions(session, user.id, except_session_id=current_session_id)
     await revoke_credential_tokens(session, user.id)
     await session.flush()
+    outbox.send(outbox.mails.password_changed(user, utcnow()))
 
 
 async def count_reset_link_request(limiter: RateLimiter, *, address: str) -> None:
@@ -229,7 +280,7 @@ async def mail_reset_link(
     sessionmaker: async_sessionmaker[AsyncSession],
     limiter: RateLimiter,
     mailer: Mailer,
-    settings: Settings,
+    mails: AccountMails,
     *,
     login: str,
 ) -> None:
@@ -251,9 +302,9 @@ async def mail_reset_link(
                 session,
                 user,
                 "reset_password",
-                timedelta(minutes=settings.reset_password_expire_minutes),
+                timedelta(minutes=mails.settings.reset_password_expire_minutes),
             )
-            mail = mail_texts.reset_password(settings, user, token)
+            mail = mails.reset_password(user, token)
             await session.commit()
     except Exception:
         logger.exception("reset link not sent")
@@ -262,10 +313,15 @@ async def mail_reset_link(
 
 
 async def reset_password(
-    session: AsyncSession, hasher: PasswordHasher, *, token: str, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    outbox: AccountOutbox,
+    *,
+    token: str,
+    password: str,
 ) -> None:
     """Set a new password with a mailed token; the token, the user's other reset links and
-    pending email changes die, and every session ends."""
+    pending email changes die, every session ends, and a notice is mailed."""
     user = await link_tokens.find_link_token_user(session, token, "reset_password")
     if not user.is_active:
         raise InvalidLinkToken()
@@ -278,13 +334,14 @@ async def reset_password(
     await revoke_credential_tokens(session, user.id)
     await end_user_sessions(session, user.id)
     await session.flush()
+    outbox.send(outbox.mails.password_reset(user, utcnow()))
 
 
 async def update_profile(
     session: AsyncSession,
     hasher: PasswordHasher,
     limiter: RateLimiter,
-    outbox: Outbox,
+    outbox: AccountOutbox,
     settings: Settings,
     user: User,
     *,
@@ -315,15 +372,18 @@ async def update_profile(
                 timedelta(hours=settings.verification_expire_hours),
                 new_email=email,
             )
-            outbox.send_after_commit(mail_texts.verify_email(settings, user, email, token))
+            outbox.send(outbox.mails.verify_email(user, email, token))
         else:
+            old_email = user.email
             user.email = email
             user.email_key = email_key(email)
+            if email_key(email) != email_key(old_email):
+                outbox.send(outbox.mails.email_changed(user, old_email, utcnow()))
     await flush_identity(session)
     return user
 
 
-async def verify_email(session: AsyncSession, *, token: str) -> None:
+async def verify_email(session: AsyncSession, outbox: AccountOutbox, *, token: str) -> None:
     """Switch the account to the new address the token was mailed to."""
     stored, user = await link_tokens.consume_link_token(session, token, "verify_email")
     if stored.new_email is None:  # pragma: no cover - always set for this purpose
@@ -331,9 +391,11 @@ async def verify_email(session: AsyncSession, *, token: str) -> None:
     await ensure_identity_free(
         session, username=None, email=stored.new_email, except_user_id=user.id
     )
+    old_email = user.email
     user.email = stored.new_email
     user.email_key = email_key(stored.new_email)
     await flush_identity(session)
+    outbox.send(outbox.mails.email_changed(user, old_email, utcnow()))
 
 
 async def sign_out_everywhere(session: AsyncSession, user: User) -> None:
