@@ -36,7 +36,7 @@ def create_mail_templates() -> Environment:
 
 @dataclass(frozen=True)
 class AccountMails:
-    """Builds each account mail; `send_after_commit` queues it on the request's outbox."""
+    """Builds each account mail; `AccountOutbox.send` queues it until the commit."""
 
     templates: Environment
     settings: Settings
