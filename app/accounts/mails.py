@@ -1,5 +1,7 @@
 """Account mails: rendered from Jinja2 templates (a text part and an HTML part, autoescaped)
-during the request, and handed to the outbox, which sends them after the commit."""
+during the request, and handed to the outbox, which sends them after the commit. The links of
+the answer-first endpoints (reset link, resend verification) are rendered and sent by their
+task after the answer instead (app/accounts/service.py)."""
 
 from __future__ import annotations
 
