@@ -89,8 +89,9 @@ def _prepare_metrics_dir(settings: Settings) -> Path | None:
 def serve(run_migrations: bool) -> None:
     """Serve the API on HOST:PORT with WEB_CONCURRENCY worker processes.
 
-    Proxy headers (X-Forwarded-For/-Proto) are trusted only from FORWARDED_ALLOW_IPS;
-    on SIGTERM running requests get GRACEFUL_TIMEOUT seconds to finish.
+    Proxy headers (X-Forwarded-For/-Proto) are believed only from TRUSTED_PROXIES (the
+    app reads them; uvicorn's own handling is off); on SIGTERM running requests get
+    GRACEFUL_TIMEOUT seconds to finish.
     """
     settings = _settings()
     _configure_logging(settings)
@@ -113,8 +114,12 @@ def _run_server(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.web_concurrency,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The app settles the client address itself from TRUSTED_PROXIES
+        # (app/ops/proxies.py); uvicorn's handling would believe loopback by default.
+        proxy_headers=False,
+        # httptools with bounds on the request headers' size and the time to send them
+        # (MAX_HEADER_BYTES, HEADER_TIMEOUT), which uvicorn's own protocols do not enforce.
+        http="app.ops.http_protocol:BoundedHttpToolsProtocol",
         timeout_graceful_shutdown=settings.graceful_timeout,
         log_config=logging_config(settings),
         # The app logs each request once, with its id; uvicorn's own line would repeat it.

@@ -82,8 +82,16 @@ class Settings(BaseSettings):
     rate_limit_login_per_address: str = "30/minute"
     rate_limit_register_per_address: str = "10/hour"
     rate_limit_reset_per_address: str = "5/hour"
+    # Reset mails per account (or per unknown login): over it the answer is still 202.
+    rate_limit_reset_per_account: str = "3/hour"
+    rate_limit_resend_verification_per_address: str = "5/hour"
+    # Over this one the answer stays 202 and no mail goes out: a 429 would tell the account
+    # exists (and is unconfirmed).
+    rate_limit_resend_verification_per_account: str = "3/hour"
     redis_url: str | None = None
     rate_limit_key_prefix: str = "gallery-api"
+    # The proxies whose X-Forwarded-For/-Proto are believed (app/ops/proxies.py); empty:
+    # nobody's, so a client cannot pick the address its limits, logs and /metrics see.
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
     admin_username: str | None = None
@@ -137,11 +145,15 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # What a client can make `gallery serve` hold before its request starts, with no proxy
+    # in front (app/ops/http_protocol.py): the request line and headers, in bytes, and the
+    # seconds it may take to send them.
+    max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     web_concurrency: int = Field(default=1, ge=1, le=64)
-    forwarded_allow_ips: str = "127.0.0.1"
     graceful_timeout: int = Field(default=20, ge=1, le=600)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -204,6 +216,9 @@ class Settings(BaseSettings):
         "rate_limit_login_per_address",
         "rate_limit_register_per_address",
         "rate_limit_reset_per_address",
+        "rate_limit_reset_per_account",
+        "rate_limit_resend_verification_per_address",
+        "rate_limit_resend_verification_per_account",
     )
     @classmethod
     def _parse_rate_limit(cls, value: str) -> str:

@@ -4,6 +4,7 @@ reverse order at shutdown, gathered into one typed `AppState` (app/state.py)."""
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accounts import service as accounts_service
+from app.accounts.mails import AccountMails, create_mail_templates
 from app.accounts.secret_key import resolve_secret_key
 from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
@@ -35,6 +37,8 @@ from app.ops.metrics import Metrics
 from app.pagination import CursorCodec
 from app.rate_limits import RateLimiter
 from app.state import AppState, set_app_state
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
         cursor_codec=CursorCodec(secret_key.encode()),
         rate_limiter=RateLimiter(settings),
         mailer=Mailer(settings),
+        account_mails=AccountMails(create_mail_templates(), settings),
         metrics=metrics,
         image_checker=image_checker,
         media_urls=MediaUrls(MediaSigner(secret_key, settings.media_url_expire_seconds)),
@@ -167,14 +172,19 @@ async def _bootstrap_admin(state: AppState) -> None:
     settings = state.settings
     if not (settings.admin_username and settings.admin_email and settings.admin_password):
         return
-    async with state.sessionmaker() as session, session.begin():
-        await accounts_service.bootstrap_admin(
-            session,
-            state.password_hasher,
-            username=settings.admin_username,
-            email=settings.admin_email,
-            password=settings.admin_password.get_secret_value(),
-        )
+    try:
+        async with state.sessionmaker() as session, session.begin():
+            await accounts_service.bootstrap_admin(
+                session,
+                state.password_hasher,
+                username=settings.admin_username,
+                email=settings.admin_email,
+                password=settings.admin_password.get_secret_value(),
+            )
+    except accounts_service.AdminBootstrapConflict as exc:
+        # Start-up fails (uvicorn exits non-zero); the reason is the line an operator reads.
+        logger.critical("admin bootstrap refused: %s", exc)
+        raise
 
 
 def _freeze_startup_objects() -> None:

@@ -18,9 +18,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Mail:
+    """One message: `body` is the plain-text part; `html`, when given, its HTML alternative
+    (multipart/alternative, so every client shows the best part it can)."""
+
     to: str
     subject: str
     body: str
+    html: str | None = None
 
 
 class Mailer:
@@ -36,6 +40,8 @@ class Mailer:
         message["To"] = mail.to
         message["Subject"] = mail.subject
         message.set_content(mail.body)
+        if mail.html is not None:
+            message.add_alternative(mail.html, subtype="html")
         return message
 
     async def send(self, mail: Mail) -> None:

@@ -7,6 +7,7 @@ import functools
 
 from fastapi import FastAPI
 
+from app.accounts.pages import pages_router
 from app.accounts.router import router as accounts_router
 from app.config import Settings
 from app.exception_handlers import install_error_handlers
@@ -63,6 +64,7 @@ def create_app(
     app.include_router(media_router)
     app.include_router(gallery_router)
     app.include_router(ops_router)
+    app.include_router(pages_router())
     if metrics is not None:
         app.include_router(metrics_router)
     if settings.docs_enabled:

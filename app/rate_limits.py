@@ -1,14 +1,12 @@
 """Abuse limits on the account endpoints (the `limits` library, async API) and the client
-address they are keyed on."""
+address they are keyed on (app/ops/proxies.py settles who the client is)."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import time
-from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request, status
@@ -18,12 +16,19 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from app.config import Settings
 from app.errors import AppError
-from app.state import SettingsDep, StateDep
+from app.state import StateDep
 
 logger = logging.getLogger(__name__)
 
-LimitName = Literal["login_account", "login_address", "register_address", "reset_address"]
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LimitName = Literal[
+    "login_account",
+    "login_address",
+    "register_address",
+    "reset_address",
+    "reset_account",
+    "resend_verification_address",
+    "resend_verification_account",
+]
 
 
 class RateLimited(AppError):
@@ -69,6 +74,13 @@ class RateLimiter:
             "login_address": parse_many(settings.rate_limit_login_per_address),
             "register_address": parse_many(settings.rate_limit_register_per_address),
             "reset_address": parse_many(settings.rate_limit_reset_per_address),
+            "reset_account": parse_many(settings.rate_limit_reset_per_account),
+            "resend_verification_address": parse_many(
+                settings.rate_limit_resend_verification_per_address
+            ),
+            "resend_verification_account": parse_many(
+                settings.rate_limit_resend_verification_per_account
+            ),
         }
 
     async def hit(self, name: LimitName, key: str) -> None:
@@ -103,38 +115,9 @@ async def get_rate_limiter(state: StateDep) -> RateLimiter:
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
-def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]) -> str:
-    """The address of the client: the peer itself, or, when the peer is a trusted proxy, the
-    nearest untrusted address in `X-Forwarded-For` (read from the right, since only entries
-    appended by our own proxies can be believed)."""
-    address = peer or "unknown"
-    if not trusted or not forwarded_for or not _is_trusted(address, trusted):
-        return address
-    for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
-            # A malformed entry: nothing to its left can be trusted either.
-            return address
-        address = hop
-        if not _is_trusted(hop, trusted):
-            return hop
-    return address
-
-
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
-
-
-async def request_client_address(request: Request, settings: SettingsDep) -> str:
-    peer = request.client.host if request.client else None
-    return client_address(
-        peer, request.headers.get("x-forwarded-for"), settings.trusted_proxy_networks
-    )
+async def request_client_address(request: Request) -> str:
+    """The client's address, as the proxy middleware (TRUSTED_PROXIES) settled it."""
+    return request.client.host if request.client else "unknown"
 
 
 ClientAddress = Annotated[str, Depends(request_client_address)]

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from app.config import Settings
 
 if TYPE_CHECKING:
+    from app.accounts.mails import AccountMails
     from app.accounts.security import PasswordHasher, TokenService
     from app.gallery.pages import GalleryPages
     from app.images.checker import ImageChecker
@@ -47,6 +48,7 @@ class AppState:
     cursor_codec: CursorCodec
     rate_limiter: RateLimiter
     mailer: Mailer
+    account_mails: AccountMails
     metrics: Metrics | None
     image_checker: ImageChecker
     recheck_policy: RecheckPolicy

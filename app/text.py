@@ -34,14 +34,3 @@ Username = Annotated[
     StringConstraints(min_length=3, max_length=150, pattern=r"^[\w.@+-]+$"),
 ]
 """3 to 150 letters, digits and `.@+-_`, in Unicode normal form NFKC."""
-
-
-def username_key(username: str) -> str:
-    """The form uniqueness is judged on: NFKC, then case-folded (NFKC again, as
-    case-folding can leave a string that is not normalised)."""
-    return _nfkc(_nfkc(username).casefold())
-
-
-def email_key(email: str) -> str:
-    """The form email uniqueness is judged on."""
-    return email.strip().casefold()

@@ -35,8 +35,9 @@ def _json_lines(log: str) -> list[dict[str, Any]]:
 
 
 def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) -> None:
-    # Only 10.9.9.9 may set X-Forwarded-For: the test client (127.0.0.1) may not.
-    with live_server(tmp_path, WEB_CONCURRENCY="2", FORWARDED_ALLOW_IPS="10.9.9.9") as server:
+    # TRUSTED_PROXIES is empty (the default): the test client (127.0.0.1) may not set
+    # X-Forwarded-For, loopback though it is.
+    with live_server(tmp_path, WEB_CONCURRENCY="2") as server:
         # A new connection per request, so both workers get some of them.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(base_url=server.url, limits=no_reuse, timeout=10) as client:

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from fastapi import status
 
-from app.errors import AppError, Forbidden
+from app.errors import AppError, Forbidden, NotFound
 
 
 class NotAuthenticated(AppError):
@@ -50,3 +50,8 @@ class InvalidLinkToken(AppError):
     status_code = status.HTTP_400_BAD_REQUEST
     code = "invalid_link_token"
     detail = "This link is invalid, has expired or was already used."
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+    detail = "No such session among yours."

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import quote
 
 from sqlalchemy import delete, select
 from sqlalchemy.engine import CursorResult
@@ -82,6 +83,11 @@ async def consume_link_token(
     return stored, user
 
 
-def link_url(settings: Settings, page: str, token: str) -> str:
-    """The frontend page a mailed link opens, carrying the token."""
-    return f"{settings.frontend_url}/{page}?token={token}"
+def link_url(settings: Settings, page: str, token: str, *, login: str | None = None) -> str:
+    """The page a mailed link opens (app/accounts/pages.py, or a front end's page at the same
+    path), carrying the token. The login rides in the fragment, which browsers never send to
+    a server: the page fills it in so that it can sign the user in."""
+    url = f"{settings.frontend_url}/{page}?token={token}"
+    if login is not None:
+        url += f"#login={quote(login, safe='')}"
+    return url

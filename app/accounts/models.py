@@ -12,6 +12,9 @@ from app.db import Base, BigIntId, UTCDateTime, utcnow
 # Hex SHA-256 of a token: the tokens are 256-bit random strings, so a fast unsalted hash
 # is enough to make a stolen table useless (nothing to brute-force).
 TOKEN_HASH_LENGTH = 64
+USER_AGENT_LENGTH = 256
+# The longest text form of an IPv6 address (an IPv4-mapped one).
+IP_ADDRESS_LENGTH = 45
 
 
 class AccountSession(Base):
@@ -25,6 +28,13 @@ class AccountSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the newest refresh token runs out; the session is dead after that.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Refreshed on every token refresh, and on access at most every few minutes
+    # (app/accounts/dependencies.py): never a write per request.
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # As last seen (sign-in or refresh), cut to these lengths: shown to the user in their
+    # list of sessions so they can tell a stranger's session from their own.
+    user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_LENGTH), default=None)
+    ip_address: Mapped[str | None] = mapped_column(String(IP_ADDRESS_LENGTH), default=None)
 
 
 class RefreshToken(Base):

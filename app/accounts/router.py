@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -13,6 +13,7 @@ from app.accounts.dependencies import (
     CurrentAuth,
     CurrentUser,
     PasswordHasherDep,
+    SessionClientDep,
     TokenServiceDep,
 )
 from app.accounts.errors import (
@@ -22,8 +23,10 @@ from app.accounts.errors import (
     InvalidLinkToken,
     InvalidToken,
     NotAuthenticated,
+    SessionNotFound,
     WrongPassword,
 )
+from app.accounts.mails import AccountOutboxDep
 from app.accounts.password_policy import WeakPassword
 from app.accounts.schemas import (
     ChangePasswordRequest,
@@ -35,16 +38,18 @@ from app.accounts.schemas import (
     ProfileUpdate,
     RefreshRequest,
     RegisterRequest,
+    ResendVerificationRequest,
     ResetPasswordRequest,
     SendResetLinkRequest,
+    SessionList,
+    SessionRead,
     TokenResponse,
 )
 from app.accounts.sessions import TokenPair
-from app.db import SessionDep
+from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
-from app.mail import OutboxDep
 from app.rate_limits import ClientAddress, RateLimited, RateLimiterDep
-from app.state import SettingsDep
+from app.state import SettingsDep, StateDep
 from app.users.errors import EmailTaken, UsernameTaken
 from app.users.models import User
 from app.users.schemas import UserPrivate
@@ -78,13 +83,21 @@ _LOGIN_BODY: dict[str, Any] = {
 }
 
 
-def _token_response(pair: TokenPair) -> TokenResponse:
+def _token_response(pair: TokenPair, response: Response) -> TokenResponse:
+    # RFC 6749 section 5.1: no cache, shared or private, may keep a token.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     return TokenResponse(
         access_token=pair.access_token, expires_in=pair.expires_in, refresh_token=pair.refresh_token
     )
 
 
+SessionIdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="The session's id.")]
+
 RESET_LINK_SENT = "If an account matches, a link to reset its password has been mailed."
+VERIFICATION_LINK_SENT = (
+    "If an unconfirmed account matches, a new link to confirm it has been mailed."
+)
 
 
 @router.post(
@@ -99,7 +112,7 @@ async def register(
     session: SessionDep,
     hasher: PasswordHasherDep,
     limiter: RateLimiterDep,
-    outbox: OutboxDep,
+    outbox: AccountOutboxDep,
     settings: SettingsDep,
     address: ClientAddress,
 ) -> User:
@@ -131,6 +144,37 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 
 
 @router.post(
+    "/resend-verification",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Message,
+    summary="Mail a new confirmation link",
+    responses=error_responses(InvalidInput, RateLimited),
+)
+async def resend_verification(
+    body: ResendVerificationRequest,
+    state: StateDep,
+    background: BackgroundTasks,
+    limiter: RateLimiterDep,
+    address: ClientAddress,
+) -> Message:
+    """Mail a new confirmation link to the unconfirmed account with this username or email.
+    The answer is the same, and as quick, whether or not such an account exists or is
+    confirmed: the lookup and the mail happen after it. At most
+    RATE_LIMIT_RESEND_VERIFICATION_PER_ACCOUNT mails per account; beyond that the answer is
+    still 202 and no mail goes out."""
+    await service.count_verification_resend(limiter, address=address)
+    background.add_task(
+        service.mail_verification_link,
+        state.sessionmaker,
+        limiter,
+        state.mailer,
+        state.account_mails,
+        login=body.login,
+    )
+    return Message(detail=VERIFICATION_LINK_SENT)
+
+
+@router.post(
     "/login",
     response_model=TokenResponse,
     summary="Sign in and get a token pair",
@@ -141,11 +185,13 @@ async def verify_registration(body: LinkTokenRequest, session: SessionDep) -> No
 )
 async def login(
     body: Annotated[LoginRequest, Depends(_login_body)],
+    response: Response,
     session: SessionDep,
     hasher: PasswordHasherDep,
     tokens: TokenServiceDep,
     limiter: RateLimiterDep,
     address: ClientAddress,
+    client: SessionClientDep,
 ) -> TokenResponse:
     """Exchange a username (or email) and password for an access token and a refresh token,
     starting a session. Accepts JSON `{login, password}` or the OAuth2 password form."""
@@ -157,8 +203,9 @@ async def login(
         address=address,
         login=body.login,
         password=body.password,
+        client=client,
     )
-    return _token_response(pair)
+    return _token_response(pair, response)
 
 
 @router.post(
@@ -168,11 +215,16 @@ async def login(
     responses=error_responses(InvalidToken, InvalidInput),
 )
 async def refresh(
-    body: RefreshRequest, session: SessionDep, tokens: TokenServiceDep
+    body: RefreshRequest,
+    response: Response,
+    session: SessionDep,
+    tokens: TokenServiceDep,
+    client: SessionClientDep,
 ) -> TokenResponse:
     """Rotate: the refresh token stops working and a new pair is returned. A refresh token
     used twice ends its whole session (the second use is taken as theft)."""
-    return _token_response(await sessions.refresh_session(session, tokens, body.refresh_token))
+    pair = await sessions.refresh_session(session, tokens, body.refresh_token, client)
+    return _token_response(pair, response)
 
 
 @router.post(
@@ -193,23 +245,33 @@ async def logout(auth: CurrentAuth, session: SessionDep) -> None:
     responses=error_responses(NotAuthenticated),
 )
 async def logout_all(user: CurrentUser, session: SessionDep) -> None:
-    """End every session of the signed-in user, this one included."""
-    await sessions.end_user_sessions(session, user.id)
+    """End every session of the signed-in user, this one included; pending password-reset
+    and email-change links stop working too."""
+    await service.sign_out_everywhere(session, user)
 
 
 @router.post(
     "/change-password",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Change the password",
-    responses=error_responses(NotAuthenticated, WrongPassword, WeakPassword),
+    responses=error_responses(NotAuthenticated, WrongPassword, WeakPassword, RateLimited),
 )
 async def change_password(
-    body: ChangePasswordRequest, auth: CurrentAuth, session: SessionDep, hasher: PasswordHasherDep
+    body: ChangePasswordRequest,
+    auth: CurrentAuth,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
+    outbox: AccountOutboxDep,
 ) -> None:
-    """Set a new password (the old one is required); every other session is ended."""
+    """Set a new password (the old one is required); every other session is ended, pending
+    password-reset and email-change links stop working, and a notice is mailed to the
+    account's address. Wrong passwords count against the account's sign-in limit."""
     await service.change_password(
         session,
         hasher,
+        limiter,
+        outbox,
         auth.user,
         current_session_id=auth.session_id,
         old_password=body.old_password,
@@ -226,16 +288,22 @@ async def change_password(
 )
 async def send_reset_password_link(
     body: SendResetLinkRequest,
-    session: SessionDep,
-    limiter: RateLimiterDep,
-    outbox: OutboxDep,
-    settings: SettingsDep,
+    background: BackgroundTasks,
+    state: StateDep,
     address: ClientAddress,
 ) -> Message:
     """Mail a single-use reset link to the account with this username or email. The answer
-    is the same whether or not such an account exists."""
-    await service.send_reset_password_link(
-        session, limiter, outbox, settings, address=address, login=body.login
+    is the same, and as quick, whether or not such an account exists: the lookup and the
+    mail happen after it. At most RATE_LIMIT_RESET_PER_ACCOUNT mails per account; beyond
+    that the answer is still 202 and no mail goes out."""
+    await service.count_reset_link_request(state.rate_limiter, address=address)
+    background.add_task(
+        service.mail_reset_link,
+        state.sessionmaker,
+        state.rate_limiter,
+        state.mailer,
+        state.account_mails,
+        login=body.login,
     )
     return Message(detail=RESET_LINK_SENT)
 
@@ -247,11 +315,14 @@ async def send_reset_password_link(
     responses=error_responses(InvalidLinkToken, WeakPassword),
 )
 async def reset_password(
-    body: ResetPasswordRequest, session: SessionDep, hasher: PasswordHasherDep
+    body: ResetPasswordRequest,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    outbox: AccountOutboxDep,
 ) -> None:
-    """Set a new password with the token from the reset mail; the token works once and every
-    session of the account ends."""
-    await service.reset_password(session, hasher, token=body.token, password=body.password)
+    """Set a new password with the token from the reset mail; the token works once, every
+    session of the account ends and a notice is mailed. Sign in with the new password next."""
+    await service.reset_password(session, hasher, outbox, token=body.token, password=body.password)
 
 
 @router.get(
@@ -269,19 +340,34 @@ async def profile(user: CurrentUser) -> User:
     "/profile",
     response_model=UserPrivate,
     summary="Change one's username or email",
-    responses=error_responses(NotAuthenticated, UsernameTaken, EmailTaken, InvalidInput),
+    responses=error_responses(
+        NotAuthenticated, WrongPassword, UsernameTaken, EmailTaken, InvalidInput, RateLimited
+    ),
 )
 async def update_profile(
     body: ProfileUpdate,
     user: CurrentUser,
     session: SessionDep,
-    outbox: OutboxDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
+    outbox: AccountOutboxDep,
     settings: SettingsDep,
 ) -> User:
-    """Change the username, or the email. With REGISTER_VERIFICATION_ENABLED a new email
-    takes effect only after the link mailed to it is followed (POST /accounts/verify-email)."""
+    """Change the username, or the email. Changing the email needs the current `password`
+    (wrong ones count against the account's sign-in limit). With
+    REGISTER_VERIFICATION_ENABLED a new email takes effect only after the link mailed to it
+    is followed (POST /accounts/verify-email). When the email changes, the old address gets
+    a notice."""
     return await service.update_profile(
-        session, outbox, settings, user, username=body.username, email=body.email
+        session,
+        hasher,
+        limiter,
+        outbox,
+        settings,
+        user,
+        username=body.username,
+        email=body.email,
+        password=body.password,
     )
 
 
@@ -291,9 +377,12 @@ async def update_profile(
     summary="Confirm a new email address",
     responses=error_responses(InvalidLinkToken, EmailTaken, InvalidInput),
 )
-async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
-    """Switch the account to the address the token was mailed to (single use)."""
-    await service.verify_email(session, token=body.token)
+async def verify_email(
+    body: LinkTokenRequest, session: SessionDep, outbox: AccountOutboxDep
+) -> None:
+    """Switch the account to the address the token was mailed to (single use); the old
+    address gets a notice."""
+    await service.verify_email(session, outbox, token=body.token)
 
 
 @router.delete(
@@ -301,11 +390,41 @@ async def verify_email(body: LinkTokenRequest, session: SessionDep) -> None:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     summary="Delete one's account",
-    responses=error_responses(NotAuthenticated, WrongPassword, InvalidInput),
+    responses=error_responses(NotAuthenticated, WrongPassword, InvalidInput, RateLimited),
 )
 async def delete_profile(
-    body: DeleteAccountRequest, user: CurrentUser, session: SessionDep, hasher: PasswordHasherDep
+    body: DeleteAccountRequest,
+    user: CurrentUser,
+    session: SessionDep,
+    hasher: PasswordHasherDep,
+    limiter: RateLimiterDep,
 ) -> None:
-    """Delete the account (the password is required): the user, their sessions and their
-    images are gone."""
-    await service.delete_account(session, hasher, user, password=body.password)
+    """Delete the account (the password is required; wrong ones count against the
+    account's sign-in limit): the user, their sessions and their images are gone."""
+    await service.delete_account(session, hasher, limiter, user, password=body.password)
+
+
+@router.get(
+    "/sessions",
+    response_model=SessionList,
+    summary="Your sign-in sessions",
+    responses=error_responses(NotAuthenticated),
+)
+async def list_sessions(auth: CurrentAuth, session: SessionDep) -> SessionList:
+    """The signed-in user's live sessions, newest first, with where each was last used;
+    `current` marks the one of the calling token."""
+    rows = await sessions.list_sessions(session, auth.user.id)
+    return SessionList(items=[SessionRead.of(row, current_id=auth.session_id) for row in rows])
+
+
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="End one of your sessions",
+    responses=error_responses(NotAuthenticated, SessionNotFound, InvalidInput),
+)
+async def end_session(session_id: SessionIdPath, auth: CurrentAuth, session: SessionDep) -> None:
+    """End one of the signed-in user's sessions at once: its access and refresh tokens stop
+    working. Another user's session id answers 404 `session_not_found`."""
+    await sessions.end_own_session(session, auth.user.id, session_id)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, model_validator
 
+from app.accounts.models import AccountSession
 from app.schemas import RequestModel
-from app.text import StorableStr, Username
+from app.text import StorableStr
+from app.users.identity_keys import Username
 
 # Long enough for any passphrase, short enough that hashing it costs nothing extra.
 Password = Annotated[StorableStr, StringConstraints(min_length=1, max_length=1024)]
@@ -160,14 +163,29 @@ class LinkTokenRequest(RequestModel):
 
 
 class ProfileUpdate(RequestModel):
-    """Fields to change; omitted ones stay as they are."""
+    """Fields to change; omitted ones stay as they are. A new `email` needs the current
+    `password` too."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"username": "alice2", "email": "new@example.com"}]},
+        json_schema_extra={
+            "examples": [
+                {"username": "alice2"},
+                {"email": "new@example.com", "password": "correct horse battery staple"},
+            ]
+        },
     )
 
     username: Username | None = None
     email: EmailStr | None = Field(default=None, max_length=320)
+    password: Password | None = Field(
+        default=None, description="The current password; required when `email` is given."
+    )
+
+    @model_validator(mode="after")
+    def _email_needs_password(self) -> ProfileUpdate:
+        if self.email is not None and self.password is None:
+            raise ValueError("password is required to change the email")
+        return self
 
 
 class DeleteAccountRequest(RequestModel):
@@ -182,3 +200,43 @@ class Message(BaseModel):
     """A plain acknowledgement."""
 
     detail: str
+
+
+class ResendVerificationRequest(RequestModel):
+    """`login` is the username or the email of the unconfirmed account."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"login": "alice@example.com"}]})
+
+    login: Login
+
+
+class SessionRead(BaseModel):
+    """One sign-in session of the caller."""
+
+    id: int
+    created_at: datetime
+    last_used_at: datetime = Field(
+        description="The last refresh, or the last request within a few minutes' precision."
+    )
+    expires_at: datetime
+    user_agent: str | None = Field(description="The browser or client, as it last said.")
+    ip_address: str | None = Field(description="The address it was last used from.")
+    current: bool = Field(description="Whether this is the session of the calling token.")
+
+    @classmethod
+    def of(cls, row: AccountSession, *, current_id: int) -> SessionRead:
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=row.expires_at,
+            user_agent=row.user_agent,
+            ip_address=row.ip_address,
+            current=row.id == current_id,
+        )
+
+
+class SessionList(BaseModel):
+    """The caller's live sessions, newest first."""
+
+    items: list[SessionRead]

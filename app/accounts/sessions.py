@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accounts.errors import InvalidToken
-from app.accounts.models import AccountSession, RefreshToken
+from app.accounts.errors import InvalidToken, SessionNotFound
+from app.accounts.models import (
+    IP_ADDRESS_LENGTH,
+    USER_AGENT_LENGTH,
+    AccountSession,
+    RefreshToken,
+)
 from app.accounts.security import TokenService, hash_opaque_token, new_opaque_token
 from app.db import utcnow
 from app.users.models import User
@@ -17,6 +24,34 @@ from app.users.models import User
 
 class InvalidRefreshToken(InvalidToken):
     detail = "The refresh token is invalid, expired or already used; sign in again."
+
+
+# How stale `last_used_at` may get before an access writes it again: at most one write per
+# session every few minutes, however many requests it makes.
+LAST_USED_PRECISION = timedelta(minutes=5)
+
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@dataclass(frozen=True)
+class SessionClient:
+    """Where a session is used from, as the user will see it in their list of sessions."""
+
+    user_agent: str | None
+    ip_address: str | None
+
+    @classmethod
+    def from_request(cls, user_agent: str | None, ip_address: str | None) -> SessionClient:
+        """Cut to the columns' lengths and without control characters (a hostile header
+        must neither fail the insert nor forge lines where the value is shown)."""
+        if user_agent is not None:
+            user_agent = _CONTROL_CHARACTERS.sub(" ", user_agent).strip()[:USER_AGENT_LENGTH]
+        if ip_address is not None:
+            ip_address = ip_address[:IP_ADDRESS_LENGTH]
+        return cls(user_agent or None, ip_address or None)
+
+
+UNKNOWN_CLIENT = SessionClient(None, None)
 
 
 @dataclass(frozen=True)
@@ -44,7 +79,12 @@ def _new_refresh_token(
     return refresh_token
 
 
-async def start_session(session: AsyncSession, tokens: TokenService, user: User) -> TokenPair:
+async def start_session(
+    session: AsyncSession,
+    tokens: TokenService,
+    user: User,
+    client: SessionClient = UNKNOWN_CLIENT,
+) -> TokenPair:
     """A new session for a user who just proved who they are, with its first token pair."""
     now = utcnow()
     # Housekeeping: sessions whose refresh tokens all ran out can never be used again.
@@ -53,7 +93,14 @@ async def start_session(session: AsyncSession, tokens: TokenService, user: User)
             AccountSession.user_id == user.id, AccountSession.expires_at <= now
         )
     )
-    account_session = AccountSession(user_id=user.id, expires_at=now + tokens.refresh_lifetime)
+    account_session = AccountSession(
+        user_id=user.id,
+        created_at=now,
+        expires_at=now + tokens.refresh_lifetime,
+        last_used_at=now,
+        user_agent=client.user_agent,
+        ip_address=client.ip_address,
+    )
     session.add(account_session)
     await session.flush()
     refresh_token = _new_refresh_token(session, tokens, account_session)
@@ -62,7 +109,10 @@ async def start_session(session: AsyncSession, tokens: TokenService, user: User)
 
 
 async def refresh_session(
-    session: AsyncSession, tokens: TokenService, refresh_token: str
+    session: AsyncSession,
+    tokens: TokenService,
+    refresh_token: str,
+    client: SessionClient = UNKNOWN_CLIENT,
 ) -> TokenPair:
     """Trade a refresh token for a new pair. A token presented a second time means someone
     holds a copy: the whole session is ended, for the thief and the owner alike."""
@@ -101,6 +151,10 @@ async def refresh_session(
             RefreshToken.expires_at <= now,
         )
     )
+    account_session.last_used_at = now
+    if client != UNKNOWN_CLIENT:
+        account_session.user_agent = client.user_agent
+        account_session.ip_address = client.ip_address
     new_refresh_token = _new_refresh_token(session, tokens, account_session)
     access = tokens.issue_access_token(account_session.user_id, account_session.id)
     return TokenPair(access.token, access.expires_in, new_refresh_token)
@@ -119,3 +173,42 @@ async def end_user_sessions(
     if except_session_id is not None:
         query = query.where(AccountSession.id != except_session_id)
     await session.execute(query)
+
+
+async def touch_session(session: AsyncSession, session_id: int, last_used_at: datetime) -> None:
+    """Record an access when the session's `last_used_at` is older than LAST_USED_PRECISION;
+    otherwise do nothing (no statement at all). The guard in the WHERE clause makes requests
+    racing on one stale session write it once."""
+    now = utcnow()
+    if now - last_used_at < LAST_USED_PRECISION:
+        return
+    await session.execute(
+        update(AccountSession)
+        .where(
+            AccountSession.id == session_id,
+            AccountSession.last_used_at < now - LAST_USED_PRECISION,
+        )
+        .values(last_used_at=now)
+    )
+
+
+async def list_sessions(session: AsyncSession, user_id: int) -> list[AccountSession]:
+    """The user's live sessions, newest first."""
+    query = (
+        select(AccountSession)
+        .where(AccountSession.user_id == user_id, AccountSession.expires_at > utcnow())
+        .order_by(AccountSession.created_at.desc(), AccountSession.id.desc())
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def end_own_session(session: AsyncSession, user_id: int, session_id: int) -> None:
+    """End one of the user's sessions; another user's (or an unknown) id is `SessionNotFound`,
+    the same answer either way so ids reveal nothing."""
+    ended: CursorResult[tuple[()]] = await session.execute(  # type: ignore[assignment]
+        delete(AccountSession).where(
+            AccountSession.id == session_id, AccountSession.user_id == user_id
+        )
+    )
+    if ended.rowcount != 1:
+        raise SessionNotFound()

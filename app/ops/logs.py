@@ -96,11 +96,34 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, ensure_ascii=False))
 
 
+# Line breaks and every other control character (C0, DEL, C1, and the Unicode line and
+# paragraph separators some viewers break on): a `%0A` in a path must not forge a line.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_character(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: control characters written as `\\xNN` / `\\uNNNN`."""
+    return _CONTROL_CHARACTERS.sub(_escape_character, text)
+
+
 class TextFormatter(logging.Formatter):
-    """`time level logger [request id] message key=value...` for people reading a terminal."""
+    """`time level logger [request id] message key=value...` for people reading a terminal.
+
+    The message and every extra value are escaped (control characters as `\\xNN`): each
+    record is one line whatever a client put in a path or a header. Only a traceback keeps
+    its own line breaks."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
@@ -108,7 +131,9 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         extras = _extras(record)
         if extras:
-            line += " " + " ".join(f"{key}={value}" for key, value in extras.items())
+            line += " " + " ".join(
+                f"{key}={escape_controls(str(value))}" for key, value in extras.items()
+            )
         return redact(line)
 
 

@@ -39,14 +39,31 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def metrics_client_allowed(client: str | None, networks: list[str]) -> bool:
-    """Whether this client may read /metrics: anyone when no networks are configured."""
+# Who may read /metrics in production when METRICS_ALLOWED_NETWORKS is empty: the host
+# itself and the private networks a scraper sits on, never the internet.
+DEFAULT_PRODUCTION_METRICS_NETWORKS = (
+    "127.0.0.0/8",
+    "::1/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+)
+
+
+def metrics_client_allowed(client: str | None, networks: list[str], *, production: bool) -> bool:
+    """Whether this client may read /metrics: the configured networks; when none are
+    configured, anyone in development and only loopback and private networks in production."""
     if not networks:
-        return True
+        if not production:
+            return True
+        networks = list(DEFAULT_PRODUCTION_METRICS_NETWORKS)
     try:
         address = ipaddress.ip_address(client or "")
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
 
 

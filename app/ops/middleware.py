@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.ops.logs import request_id_var
 from app.ops.metrics import Metrics
+from app.ops.proxies import ProxyHeadersMiddleware
 
 access_logger = logging.getLogger("app.access")
 error_logger = logging.getLogger("app.errors")
@@ -297,6 +298,10 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics | None
             expose_headers=[REQUEST_ID_HEADER],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    # Inside the request context and the security headers: a 413 carries the request id,
+    # the headers and an access-log line like every other answer.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    # Outermost: everything inside sees the client TRUSTED_PROXIES vouches for.
+    app.add_middleware(ProxyHeadersMiddleware, trusted=settings.trusted_proxy_networks)

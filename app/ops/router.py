@@ -49,7 +49,8 @@ async def metrics(request: Request, state: StateDep) -> Response:
     database pool use."""
     settings = state.settings
     client = request.client.host if request.client else None
-    if not metrics_client_allowed(client, settings.metrics_allowed_networks):
+    production = settings.environment == "production"
+    if not metrics_client_allowed(client, settings.metrics_allowed_networks, production=production):
         # Hidden rather than forbidden: outsiders learn nothing about the endpoint.
         raise NotFound()
     app_metrics = state.metrics

@@ -6,8 +6,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.text import email_key, username_key
 from app.users.errors import EmailTaken, UsernameTaken
+from app.users.identity_keys import email_key, username_key
 from app.users.models import User
 
 

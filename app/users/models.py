@@ -8,6 +8,7 @@ from sqlalchemy import Boolean, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, BigIntId, UTCDateTime, utcnow
+from app.users.identity_keys import USERNAME_KEY_MAX_LENGTH
 
 
 class User(Base):
@@ -15,9 +16,10 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     username: Mapped[str] = mapped_column(String(150))
-    # Canonical forms (NFKC + casefold, lower-cased email) carry the uniqueness, so names
-    # that differ only by case or by Unicode normalisation collide instead of coexisting.
-    username_key: Mapped[str] = mapped_column(String(150), unique=True)
+    # Canonical forms (app/users/identity.py: the TR39 skeleton of the NFKC case-folded
+    # name, the case-folded email) carry the uniqueness, so names that differ only by case,
+    # Unicode normalisation or look-alike letters collide instead of coexisting.
+    username_key: Mapped[str] = mapped_column(String(USERNAME_KEY_MAX_LENGTH), unique=True)
     email: Mapped[str] = mapped_column(String(320))
     email_key: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, computed_field
 
 from app.schemas import RequestModel
-from app.text import Username
+from app.users.identity_keys import Username
 
 GALLERY_PATH_PREFIX = "/u/"
 _GALLERY_URL_DESCRIPTION = "Path of the user's public gallery page (HTML, for browsers)."

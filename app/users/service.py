@@ -9,9 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import MAX_ID
 from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
-from app.text import email_key, username_key
 from app.users.errors import UserNotFound
 from app.users.identity import ensure_identity_free, flush_identity
+from app.users.identity_keys import email_key, username_key
 from app.users.models import User
 from app.users.schemas import UserAdminUpdate
 

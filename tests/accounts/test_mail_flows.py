@@ -236,7 +236,7 @@ async def test_change_username_and_email_without_verification(
     response = await client.patch(
         "/accounts/profile",
         headers=account.headers,
-        json={"username": "alicia", "email": "alicia@example.com"},
+        json={"username": "alicia", "email": "alicia@example.com", "password": PASSWORD},
     )
     assert response.status_code == 200
     body = response.json()
@@ -256,7 +256,9 @@ async def test_change_profile_refuses_taken_names(client: httpx.AsyncClient) -> 
     )
     assert_error(taken_name, 409, "username_taken")
     taken_email = await client.patch(
-        "/accounts/profile", headers=account.headers, json={"email": "bob@example.com"}
+        "/accounts/profile",
+        headers=account.headers,
+        json={"email": "bob@example.com", "password": PASSWORD},
     )
     assert_error(taken_email, 409, "email_taken")
     forbidden = await client.patch(
@@ -328,7 +330,9 @@ async def test_no_mail_goes_out_when_the_transaction_fails(
         response = await _send_link(client, "alice")
     finally:
         app_state(app).sessionmaker = working
-    assert_error(response, 503, "database_unavailable")
+    # The lookup, the token and the mail happen after the answer (which is the same whether
+    # or not the account exists, so a failure there cannot show in it either).
+    assert response.status_code == 202
     # The mail is sent only after a commit; give a wrongly sent one time to arrive.
     await asyncio.sleep(0.3)
     assert mail.mails_to("alice@example.com") == []

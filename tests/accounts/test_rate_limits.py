@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from app.main import create_app
-from app.rate_limits import client_address
+from app.ops.proxies import client_address
 from app.state import app_state
 from app.users.models import User
 from tests.conftest import empty_tables, make_settings

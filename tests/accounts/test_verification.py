@@ -104,7 +104,9 @@ async def test_new_email_takes_effect_only_when_confirmed(
 ) -> None:
     token = await _verified_user(client, mail, "alice")
     response = await client.patch(
-        "/accounts/profile", headers=bearer(token), json={"email": "alice@new.example"}
+        "/accounts/profile",
+        headers=bearer(token),
+        json={"email": "alice@new.example", "password": PASSWORD},
     )
     assert response.status_code == 200
     assert response.json()["email"] == "alice@example.com"
@@ -130,12 +132,18 @@ async def test_email_taken_before_confirmation_is_refused(
     app: FastAPI, client: httpx.AsyncClient, mail: MailServer
 ) -> None:
     token = await _verified_user(client, mail, "alice")
-    await client.patch("/accounts/profile", headers=bearer(token), json={"email": "x@example.com"})
+    await client.patch(
+        "/accounts/profile",
+        headers=bearer(token),
+        json={"email": "x@example.com", "password": PASSWORD},
+    )
     [message] = await mail.wait_for("x@example.com")
     # Someone else registers that address first.
     bob_token = await _verified_user(client, mail, "bob")
     await client.patch(
-        "/accounts/profile", headers=bearer(bob_token), json={"email": "x@example.com"}
+        "/accounts/profile",
+        headers=bearer(bob_token),
+        json={"email": "x@example.com", "password": PASSWORD},
     )
     bob_message = (await mail.wait_for("x@example.com", count=2))[1]
     assert (await _verify(client, "/accounts/verify-email", bob_message.token)).is_success

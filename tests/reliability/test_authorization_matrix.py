@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from jose import jwt
 from starlette.routing import Mount, Route
 
 from tests.reliability.conftest import World, count_rows
@@ -131,6 +132,17 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("DELETE", "/accounts/profile"): Row(
         401, 403, 403, 403, body=lambda c: {"password": "not-the-password"}
     ),
+    ("POST", "/accounts/resend-verification"): Row(
+        202, 202, 202, 202, body=lambda c: {"login": "nobody-at-all"}
+    ),
+    # Sessions: the path names the owner's current session; nobody else may end it.
+    ("GET", "/accounts/sessions"): Row(401, 200, 200, 200),
+    ("DELETE", "/accounts/sessions/{session_id}"): Row(401, 404, 204, 404, ends_sessions=True),
+    # The pages for mailed links are public (the token is spent only by the API calls).
+    ("GET", "/reset-password"): Row(200, 200, 200, 200),
+    ("GET", "/verify-registration"): Row(200, 200, 200, 200),
+    ("GET", "/verify-email"): Row(200, 200, 200, 200),
+    ("GET", "/pages/assets/{name}"): Row(200, 200, 200, 200),
     # Operations: public probes and metrics (METRICS_ALLOWED_NETWORKS is empty in tests).
     ("GET", "/health/live"): Row(200, 200, 200, 200),
     ("GET", "/health/ready"): Row(200, 200, 200, 200),
@@ -275,8 +287,9 @@ async def _run_matrix(
             path = template.format(
                 user_id=world.owner.id,
                 image_id=image_id,
-                name="swagger-init.js",
+                session_id=jwt.get_unverified_claims(world.owner.token)["sid"],
                 username=world.owner.username,
+                name="pages.js" if template.startswith("/pages/") else "swagger-init.js",
             )
             kwargs: dict[str, Any] = {"headers": headers[actor]}
             if row.body is not None:

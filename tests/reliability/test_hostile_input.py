@@ -100,6 +100,15 @@ BODY_OPERATIONS = (
         {"login": 320},
     ),
     BodyOperation(
+        "resend_verification",
+        "POST",
+        "/accounts/resend-verification",
+        "anonymous",
+        {"login": "alice"},
+        ("login",),
+        {"login": 320},
+    ),
+    BodyOperation(
         "reset_password",
         "POST",
         "/accounts/reset-password",

@@ -38,8 +38,9 @@ class LiveServer:
 
 @contextmanager
 def live_server(directory: Path, **settings: str) -> Iterator[LiveServer]:
-    """Start `python -m app serve` (migrate, then uvicorn); SIGTERM it afterwards."""
-    port = free_port()
+    """Start `python -m app serve` (migrate, then uvicorn); SIGTERM it afterwards. A `PORT`
+    among the settings is used as given (a test that must know the address beforehand)."""
+    port = int(settings.get("PORT") or free_port())
     env = {
         key: value
         for key, value in os.environ.items()
