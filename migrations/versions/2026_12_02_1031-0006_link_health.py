@@ -1,7 +1,7 @@
 """link health: status, failures, validators, fingerprint and the recheck schedule
 
 Revision ID: 0006_link_health
-Revises: 0003_account_sessions
+Revises: 0005_session_details
 Create Date: 2026-12-02 10:20:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006_link_health"
-down_revision: str | None = "0003_account_sessions"
+down_revision: str | None = "0005_session_details"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
