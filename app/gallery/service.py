@@ -12,13 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.images.media_urls import MediaUrls
 from app.images.service import PUBLIC_GALLERY, gallery_listing
 from app.pagination import CursorCodec, InvalidCursor, PageParams, paginate
-from app.text import username_key
 from app.users.errors import UserNotFound
+from app.users.identity_keys import fold_username, username_key
 from app.users.models import User
 
 # Thumbnails per page: four rows of a six-column grid.
 GALLERY_PAGE_SIZE = 24
-# What a username's canonical form can look like (app.text.Username): anything else names
+# What a username's folded form can look like (app.text.Username): anything else names
 # no one and is answered without a query (a NUL would even fail on PostgreSQL). Names are
 # at most 150 characters; case-folding may lengthen one, never fourfold.
 _USERNAME_KEY_SHAPE = re.compile(r"^[\w.@+-]+$")
@@ -52,9 +52,10 @@ async def public_gallery_page(
     """A page of `username`'s public images (private ones never, whoever asks): the same
     keyset listing, and the same cursors, as `GET /users/{user_id}/images` signed out.
     `UserNotFound` for an unknown user; `InvalidCursor` for a cursor not of this gallery."""
-    key = username_key(username) if len(username) <= _MAX_USERNAME_LENGTH else ""
-    if not _USERNAME_KEY_SHAPE.fullmatch(key):
+    folded = fold_username(username) if len(username) <= _MAX_USERNAME_LENGTH else ""
+    if not _USERNAME_KEY_SHAPE.fullmatch(folded):
         raise UserNotFound()
+    key = username_key(username)
     if cursor is not None and len(cursor) > _MAX_CURSOR_LENGTH:
         raise InvalidCursor()
     owner = (await session.execute(_OWNER, {"key": key})).one_or_none()
