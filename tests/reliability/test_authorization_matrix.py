@@ -163,7 +163,8 @@ MATRIX: dict[tuple[str, str], Row] = {
 DENIAL_CODES = {
     401: {"not_authenticated", "invalid_token"},
     403: {"forbidden", "admin_required", "wrong_password"},
-    404: {"image_not_found"},
+    # Another user's session id is "not among yours": the same 404 as an unknown one.
+    404: {"image_not_found", "session_not_found"},
 }
 
 # The same calls on a private image of the owner's. Reads answer 404 to anyone but the
