@@ -49,13 +49,38 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 # Every pattern above needs one of these words; most lines (access lines above all) have
-# none, and one search is cheaper than five substitutions on every line.
+# none, and looking for them is cheaper than five substitutions on every line.
 _MAY_HOLD_SECRET = re.compile(r"(?i)bearer|authorization|passw|secret|token|signature|://|eyJ")
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether `text` contains one of the words every redaction needs (any case).
+
+    For ASCII text, substring tests on the lowered text answer exactly what the
+    case-insensitive search does, about ten times faster (the search's alternation has no
+    literal prefix to skip ahead with; it was most of an access line's cost). Other text
+    keeps the search: Unicode case folding matches more than `str.lower` does (the long s,
+    U+017F, is an `s` to it).
+    """
+    if not text.isascii():
+        return _MAY_HOLD_SECRET.search(text) is not None
+    lowered = text.lower()
+    # The same words as the search, spelled out: a loop over them cost as much again.
+    return (
+        "passw" in lowered
+        or "secret" in lowered
+        or "token" in lowered
+        or "bearer" in lowered
+        or "authorization" in lowered
+        or "signature" in lowered
+        or "://" in lowered
+        or "eyj" in lowered
+    )
 
 
 def redact(text: str) -> str:
     """Mask secrets that must never reach a log line."""
-    if _MAY_HOLD_SECRET.search(text) is None:
+    if not may_hold_secret(text):
         return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
