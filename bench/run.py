@@ -766,6 +766,10 @@ def server_environments(plan: Plan, secret: str) -> tuple[dict[str, str], dict[s
         # The seeded URLs point nowhere; scheduled rechecks (due a day after seeding, so
         # a reused seed would have them all due) are measured by bench/recheck.py instead.
         "RECHECK_IN_PROCESS": "false",
+        # What operators turn on, so the bench pays for it: the Host check (wrk sends
+        # 127.0.0.1:<port>) and the proxy rule (loopback is the trusted proxy).
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "TRUSTED_PROXIES": "127.0.0.1/32",
     }
     return common, app_env
 
