@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("app/ops/middleware.py", "our middleware"),
     ("app/ops/proxies.py", "our middleware"),
     ("app/ops/logs.py", "access log"),
-    ("/logging/", "access log"),
+    ("logging/__init__.py", "access log"),
     ("prometheus_client", "metrics"),
     ("app/ops/metrics.py", "metrics"),
     ("app/ops/http_protocol.py", "uvicorn (HTTP)"),

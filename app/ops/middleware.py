@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import time
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.ops.logs import request_id_var
 from app.ops.metrics import Metrics
-from app.ops.proxies import forwarded_scope
+from app.ops.proxies import is_trusted, scope_from_trusted_peer
 
 access_logger = logging.getLogger("app.access")
 error_logger = logging.getLogger("app.errors")
@@ -95,6 +96,7 @@ class HostCheck:
 
 
 _HOSTS_REMEMBERED = 64
+_PEERS_REMEMBERED = 4096
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -122,13 +124,18 @@ def with_gateway_headers(
     return result
 
 
-def request_id_from_raw(given: bytes | None) -> str:
-    """The caller's X-Request-ID when it is well-formed, otherwise a new one."""
+def request_id_from_raw(given: bytes | None, new_ids: random.Random | None = None) -> str:
+    """The caller's X-Request-ID when it is well-formed, otherwise a new one (32 hex digits).
+
+    A request id correlates lines; it guards nothing, so new ones come from a generator
+    seeded once from the system's randomness rather than a system call per request."""
     if given:
         text = given.decode("latin-1")
         if _VALID_REQUEST_ID.fullmatch(text):
             return text
-    return os.urandom(16).hex()
+    if new_ids is None:
+        return os.urandom(16).hex()
+    return f"{new_ids.getrandbits(128):032x}"
 
 
 class GatewayMiddleware:
@@ -160,10 +167,13 @@ class GatewayMiddleware:
         self.hosts = HostCheck(settings.allowed_hosts)
         self.max_body_bytes = settings.max_body_bytes
         self.too_large = PAYLOAD_TOO_LARGE_DETAIL.format(limit=settings.max_body_bytes)
+        # Made in each worker (the app is built per process): no two share a sequence.
+        self._new_ids = random.Random(os.urandom(32))  # noqa: S311 (ids, not secrets)
+        self._peers: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.trusted and scope["type"] in ("http", "websocket"):
-            scope = forwarded_scope(scope, self.trusted)
+        if self.trusted and scope["type"] in ("http", "websocket") and self._trusted_peer(scope):
+            scope = scope_from_trusted_peer(scope, self.trusted)
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -175,7 +185,7 @@ class GatewayMiddleware:
                 host = value
             elif name == b"content-length":
                 declared = value
-        request_id = request_id_from_raw(given_id)
+        request_id = request_id_from_raw(given_id, self._new_ids)
         path: str = scope["path"]
         security = DOCS_SECURITY_HEADERS if path.startswith(DOCS_PATHS) else API_SECURITY_HEADERS
         id_header = (_REQUEST_ID_NAME, request_id.encode())
@@ -206,6 +216,19 @@ class GatewayMiddleware:
         finally:
             self._finish(scope, path, status, time.perf_counter() - started)
             request_id_var.reset(token)
+
+    def _trusted_peer(self, scope: Scope) -> bool:
+        """Whether the peer is one of TRUSTED_PROXIES; judged once per address (parsing it
+        with `ipaddress` on every request cost more than the rest of the proxy rule)."""
+        peer = scope.get("client")
+        if peer is None:
+            return False
+        verdict = self._peers.get(peer[0])
+        if verdict is None:
+            verdict = is_trusted(peer[0], self.trusted)
+            if len(self._peers) < _PEERS_REMEMBERED:  # a bound against many clients
+                self._peers[peer[0]] = verdict
+        return verdict
 
     async def _serve(
         self,
@@ -259,13 +282,16 @@ class GatewayMiddleware:
         level = logging.DEBUG if quiet else logging.INFO
         if access_logger.isEnabledFor(level):
             client = scope.get("client")
-            access_logger.log(
+            # `makeRecord` and `handle` rather than `log`: the same record and handlers,
+            # without `findCaller` walking the stack for a file and line the line never shows.
+            record = access_logger.makeRecord(
+                access_logger.name,
                 level,
+                __file__,
+                0,
                 "%s %s %s %.1fms",
-                method,
-                scope["path"],
-                status,
-                seconds * 1000,
+                (method, scope["path"], status, seconds * 1000),
+                None,
                 extra={
                     "method": method,
                     "route": route,
@@ -275,6 +301,7 @@ class GatewayMiddleware:
                     "client": client[0] if client else None,
                 },
             )
+            access_logger.handle(record)
 
 
 def _declared_length(value: bytes) -> int:

@@ -66,6 +66,12 @@ def forwarded_scope(scope: Scope, trusted: Sequence[Network]) -> Scope:
     peer = scope.get("client")
     if peer is None or not is_trusted(peer[0], trusted):
         return scope
+    return scope_from_trusted_peer(scope, trusted)
+
+
+def scope_from_trusted_peer(scope: Scope, trusted: Sequence[Network]) -> Scope:
+    """`forwarded_scope` for a scope whose peer is already known to be a trusted proxy."""
+    peer = scope["client"]
     forwarded_for_parts: list[bytes] = []
     forwarded_proto: bytes | None = None
     for name, value in scope["headers"]:
