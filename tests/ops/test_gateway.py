@@ -250,3 +250,12 @@ def test_remembered_proxy_verdicts_match_the_rule_and_stay_bounded(database_url:
         assert not gateway._trusted_peer({"client": (f"192.0.2.{n % 256}:{n}", 1)})
     assert len(gateway._peers) <= 4096
     assert gateway._trusted_peer({"client": ("10.9.9.9", 1)})
+
+
+def test_read_routes_are_matched_first_and_the_document_keeps_its_sections(app: FastAPI) -> None:
+    paths = [route.path for route in app.router.routes if hasattr(route, "path")]
+    assert "/accounts/login" not in paths  # included routers: reach their routes in order
+    document = app.openapi()
+    assert [tag["name"] for tag in document["tags"]] == ["accounts", "users", "images", "media"]
+    order = list(document["paths"])
+    assert order.index("/users/{user_id}/images/{image_id}") < order.index("/accounts/login")
