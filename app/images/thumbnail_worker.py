@@ -245,10 +245,13 @@ def lock_down() -> dict[str, bool]:
     own_network = _libc_call("unshare", _CLONE_NEWNET)  # needs CAP_SYS_ADMIN
     dropped_root = False
     if os.geteuid() == 0:
-        os.setgroups([])
-        os.setgid(_NOBODY)
-        os.setuid(_NOBODY)  # and with root's uid go all its capabilities
-        dropped_root = True
+        try:
+            os.setgroups([])
+            os.setgid(_NOBODY)
+            os.setuid(_NOBODY)  # and with root's uid go all its capabilities
+            dropped_root = True
+        except OSError:  # root without CAP_SETUID/CAP_SETGID: the limits below still hold
+            pass
     descriptors = _fill_descriptor_holes()
     for limit, value in (
         (resource.RLIMIT_NOFILE, descriptors),
