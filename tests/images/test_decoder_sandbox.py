@@ -8,6 +8,7 @@ import asyncio
 import errno
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.images.thumbnail_pool import ThumbnailPool, worker_environment
+from app.images.thumbnail_pool import ThumbnailPool, _Worker, worker_environment
+from app.images.thumbnail_worker import frame
 from tests.images import hostile_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,3 +190,24 @@ async def test_pool_workers_run_locked_down(pool: ThumbnailPool) -> None:
         assert "Uid:\t65534\t65534\t65534\t65534" in status
         own = os.readlink("/proc/self/ns/net")
         assert os.readlink(f"/proc/{pid}/ns/net") != own
+
+
+async def test_what_a_decoder_writes_to_stderr_reaches_the_apis_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A decoder may not write files, and the API's stderr may be one: its messages come
+    # through a pipe into the API's log instead. A request it cannot read makes it crash
+    # with a traceback.
+    caplog.set_level(logging.WARNING, logger="app.images.thumbnail_pool")
+    worker = await _Worker.start(1 << 30, 1 << 26)
+    stdin = worker.process.stdin
+    assert stdin is not None
+    stdin.write(frame(b"{not json") + frame(b""))
+    await stdin.drain()
+    assert await asyncio.wait_for(worker.process.wait(), 30) != 0
+    await worker.stop()
+    logged = "\n".join(
+        record.getMessage() for record in caplog.records if record.name.endswith("thumbnail_pool")
+    )
+    assert f"thumbnail worker {worker.pid}" in logged
+    assert "JSONDecodeError" in logged
