@@ -22,7 +22,7 @@ from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
 from app.pool import FairAsyncAdaptedQueuePool
-from app.state import StateDep
+from app.state import app_state
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -141,11 +141,15 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def _request_session(request: Request, state: StateDep) -> AsyncIterator[AsyncSession]:
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session and one transaction per request: commit after the handler, roll back on error.
 
     Safe methods (GET, HEAD, OPTIONS) read without a transaction (`create_read_sessionmaker`).
     """
+    # The state from the request rather than a `StateDep` sub-dependency: FastAPI solves a
+    # dependency's whole sub-tree again at every place it is used, even when its value is
+    # cached, and the session is used by nearly every dependency (docs/performance.md).
+    state = app_state(request.app)
     if request.method in SAFE_METHODS:
         # Nothing to commit or roll back: closing the session returns its connection.
         async with state.read_sessionmaker() as session:

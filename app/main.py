@@ -31,6 +31,10 @@ Every error answers JSON `{"detail": "...", "code": "..."}`; `code` is stable.
 """
 
 
+# The sections of the OpenAPI document, in the order readers meet them.
+OPENAPI_TAG_ORDER = ("accounts", "users", "images", "media")
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -56,12 +60,17 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        openapi_tags=[{"name": tag} for tag in OPENAPI_TAG_ORDER],
     )
     install_error_handlers(app)
-    app.include_router(accounts_router)
+    # The read endpoints first: a request is matched against the routes in this order (twice
+    # per included router), and the accounts router's 16 routes in front of every read cost
+    # about a tenth of a single-image read's overhead. `openapi_tags` keeps the document's
+    # sections in their order (accounts first).
     app.include_router(users_router)
     app.include_router(images_router)
     app.include_router(media_router)
+    app.include_router(accounts_router)
     app.include_router(gallery_router)
     app.include_router(ops_router)
     app.include_router(pages_router())

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, Integer, Select, bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import KeyedColumnElement
 
 from app.db import MAX_ID
 from app.errors import InvalidInput
-from app.state import StateDep
+from app.state import app_state
 from app.text import StorableStr
 
 T = TypeVar("T")
@@ -158,8 +158,9 @@ async def paginate(
 PageParamsDep = Annotated[PageParams, Depends(page_params)]
 
 
-async def get_cursor_codec(state: StateDep) -> CursorCodec:
-    return state.cursor_codec
+async def get_cursor_codec(request: Request) -> CursorCodec:
+    # From the request, not a `StateDep` sub-dependency (see `app.db._request_session`).
+    return app_state(request.app).cursor_codec
 
 
 CursorCodecDep = Annotated[CursorCodec, Depends(get_cursor_codec)]

@@ -44,6 +44,9 @@ BENCH_DIR = ROOT / "bench"
 LUA_SCRIPT = BENCH_DIR / "lua" / "requests.lua"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gallery_bench"
 DB_MARKER = "gallery-api bench database"
+# Part of the marker: a database seeded by an older harness (usernames keyed by their plain
+# form, which sign-in no longer finds) is seeded again rather than reused.
+SEED_VERSION = "seed-2"
 PASSWORD = "bench-password-long-enough"  # noqa: S105 (seeded accounts on a throwaway database)
 ADMIN_NAME = "benchadmin"
 SIGNED_IN_USERS = 64
@@ -214,7 +217,7 @@ async def prepare_database(url: str, users: int, per_user: int, fresh: bool) -> 
     parts = urlsplit(asyncpg_dsn(url))
     name = parts.path.lstrip("/")
     server = parts._replace(path="/postgres").geturl()
-    marker = f"{DB_MARKER}: users={users} per_user={per_user}"
+    marker = f"{DB_MARKER}: users={users} per_user={per_user} {SEED_VERSION}"
     connection = await asyncpg.connect(server)
     try:
         comment = await connection.fetchval(
@@ -257,6 +260,8 @@ def password_hash() -> str:
 
 
 async def seed(url: str, users: int, per_user: int) -> None:
+    from app.users.identity_keys import username_key
+
     log(f"seeding {users} users x {per_user} images in bulk")
     started = time.monotonic()
     connection = await asyncpg.connect(asyncpg_dsn(url))
@@ -266,23 +271,27 @@ async def seed(url: str, users: int, per_user: int) -> None:
                 """
                 INSERT INTO users (username, username_key, email, email_key, password_hash,
                                    is_active, is_admin, date_joined)
-                SELECT 'user' || g, 'user' || g, 'user' || g || '@example.com',
+                SELECT 'user' || g, ($3::text[])[g], 'user' || g || '@example.com',
                        'user' || g || '@example.com', $1, true, false,
                        now() - make_interval(mins => $2 - g)
                 FROM generate_series(1, $2) AS g
                 """,
                 password_hash(),
                 users,
+                # Sign-in finds a user by the key of the name (since issue 12, the TR39
+                # skeleton: `user1` -> `userl`), so the seed stores the app's own keys.
+                [username_key(f"user{g}") for g in range(1, users + 1)],
             )
             await connection.execute(
                 """
                 INSERT INTO users (username, username_key, email, email_key, password_hash,
                                    is_active, is_admin, date_joined)
-                VALUES ($2::text, $2::text, $2::text || '@example.com',
+                VALUES ($2::text, $3::text, $2::text || '@example.com',
                         $2::text || '@example.com', $1, true, true, now())
                 """,
                 password_hash(),
                 ADMIN_NAME,
+                username_key(ADMIN_NAME),
             )
             # Ids interleave users, as real uploads do: a gallery is spread over the table.
             await connection.execute(
@@ -302,9 +311,8 @@ async def seed(url: str, users: int, per_user: int) -> None:
             )
         await connection.execute("ANALYZE")
         name = urlsplit(asyncpg_dsn(url)).path.lstrip("/")
-        await connection.execute(
-            f"COMMENT ON DATABASE \"{name}\" IS '{DB_MARKER}: users={users} per_user={per_user}'"
-        )
+        marker = f"{DB_MARKER}: users={users} per_user={per_user} {SEED_VERSION}"
+        await connection.execute(f"COMMENT ON DATABASE \"{name}\" IS '{marker}'")
     finally:
         await connection.close()
     log(f"seeded in {time.monotonic() - started:.1f} s")
@@ -724,12 +732,15 @@ def prepare_fixture(plan: Plan) -> Fixture:
 
 @dataclass(frozen=True)
 class Servers:
-    """The processes under load: the app, its floor, and one image host per latency."""
+    """The processes under load: the app, its two floors (raw ASGI + asyncpg, and FastAPI +
+    AsyncSession), and one image host per latency."""
 
     app_url: str
     app_pid: int
     floor_url: str
     floor_pid: int
+    framework_url: str
+    framework_pid: int
     image_hosts: dict[int, int]  # latency in ms -> port
 
 
@@ -755,6 +766,10 @@ def server_environments(plan: Plan, secret: str) -> tuple[dict[str, str], dict[s
         # The seeded URLs point nowhere; scheduled rechecks (due a day after seeding, so
         # a reused seed would have them all due) are measured by bench/recheck.py instead.
         "RECHECK_IN_PROCESS": "false",
+        # What operators turn on, so the bench pays for it: the Host check (wrk sends
+        # 127.0.0.1:<port>) and the proxy rule (loopback is the trusted proxy).
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "TRUSTED_PROXIES": "127.0.0.1/32",
     }
     return common, app_env
 
@@ -791,37 +806,60 @@ def start_servers(stack: contextlib.ExitStack, plan: Plan, secret: str) -> Serve
     ]  # fmt: skip
     floor_env = {**common, "BENCH_FLOOR_DSN": asyncpg_dsn(plan.database_url)}
     floor_process = stack.enter_context(running(floor_command, floor_env, "floor"))
+    framework_port, framework_process = start_framework_floor(stack, plan, app_env)
     servers = Servers(
         app_url=f"http://127.0.0.1:{app_port}",
         app_pid=app_process.pid,
         floor_url=f"http://127.0.0.1:{floor_port}",
         floor_pid=floor_process.pid,
+        framework_url=f"http://127.0.0.1:{framework_port}",
+        framework_pid=framework_process.pid,
         image_hosts=image_hosts,
     )
     for port in image_hosts.values():
         wait_for_http(f"http://127.0.0.1:{port}/ready.png")
     wait_for_http(f"{servers.app_url}/users?limit=1")
     wait_for_http(f"{servers.floor_url}/users?limit=1")
+    wait_for_http(f"{servers.framework_url}/users?limit=1")
     return servers
+
+
+def start_framework_floor(
+    stack: contextlib.ExitStack, plan: Plan, app_env: dict[str, str]
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """The framework floor (bench/framework_floor.py) under plain uvicorn like the raw floor,
+    with the app's settings (same database, secret, pool size) and worker count."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "bench.framework_floor:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(plan.args.workers),
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    return port, stack.enter_context(running(command, app_env, "framework floor"))
 
 
 def check_byte_identity(
     plan: Plan, servers: Servers, scenarios: dict[str, list[Line]]
 ) -> dict[str, Any]:
-    """For each read scenario: do the app and the floor answer byte-identical bodies?"""
-    identity = {}
+    """For each read scenario: do the app and each floor answer byte-identical bodies?
+    (`byte_identity` for the raw floor, `byte_identity_framework` for the framework floor.)"""
+    identity: dict[str, Any] = {"byte_identity": {}, "byte_identity_framework": {}}
+    floors = {"byte_identity": servers.floor_url, "byte_identity_framework": servers.framework_url}
     for name in READ_SCENARIOS:
-        if plan.selected(name):
-            identity[name] = check_identical(servers.app_url, servers.floor_url, scenarios[name])
-            log(f"byte-identical {name}: {identity[name]['identical']}")
+        if not plan.selected(name):
+            continue
+        for key, floor_url in floors.items():
+            identity[key][name] = check_identical(servers.app_url, floor_url, scenarios[name])
+            log(f"byte-identical {name} ({key}): {identity[key][name]['identical']}")
     return identity
 
 
 def load_scenario(plan: Plan, servers: Servers, name: str, request_file: Path) -> list[Run]:
-    """Warm up, then measure one scenario at every connection count (reads: floor too)."""
+    """Warm up, then measure one scenario at every connection count (reads: both floors too)."""
     args = plan.args
     targets = [("app", servers.app_url, servers.app_pid)]
     if name in READ_SCENARIOS:
+        targets.append(("framework", servers.framework_url, servers.framework_pid))
         targets.append(("floor", servers.floor_url, servers.floor_pid))
     for _, url, _ in targets:
         if args.warmup > 0:
@@ -876,7 +914,7 @@ def run_against_servers(plan: Plan, fixture: Fixture, results: dict[str, Any]) -
         files = {
             name: write_request_file(workdir, name, lines) for name, lines in scenarios.items()
         }
-        results["byte_identity"] = check_byte_identity(plan, servers, scenarios)
+        results.update(check_byte_identity(plan, servers, scenarios))
         runs = load_all(plan, servers, files, results)
         if plan.args.delete_test:
             delete = delete_test(servers.app_url, tokens.admin, fixture.user_ids)

@@ -15,7 +15,7 @@ from app.accounts.security import PasswordHasher, TokenService
 from app.accounts.sessions import SessionClient, touch_session
 from app.db import SessionDep, utcnow
 from app.rate_limits import ClientAddress
-from app.state import StateDep
+from app.state import StateDep, app_state
 from app.users.models import User
 
 # auto_error=False: a missing token is answered by our own JSON error, with its code.
@@ -58,13 +58,15 @@ _AUTHENTICATE = (
 
 
 async def _optional_auth(
+    request: Request,
     session: SessionDep,
-    tokens: TokenServiceDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> Authenticated | None:
     if token is None:
         return None
-    claims = tokens.read_access_token(token)
+    # The token service from the request, not a sub-dependency: every authenticated
+    # request solves this tree, and each level costs FastAPI a full solve.
+    claims = app_state(request.app).token_service.read_access_token(token)
     parameters = {"session_id": claims.session_id, "user_id": claims.user_id, "now": utcnow()}
     row = (await session.execute(_AUTHENTICATE, parameters)).first()
     if row is None or not row[0].is_active:
@@ -74,28 +76,33 @@ async def _optional_auth(
     return Authenticated(user=user, session_id=claims.session_id)
 
 
-async def _optional_user(
-    auth: Annotated[Authenticated | None, Depends(_optional_auth)],
-) -> User | None:
+OptionalAuth = Annotated[Authenticated | None, Depends(_optional_auth)]
+
+
+# Each of these depends on `_optional_auth` directly rather than on one another: a chain
+# (admin -> user -> auth -> optional auth) cost FastAPI one more solve per level.
+async def _optional_user(auth: OptionalAuth) -> User | None:
     return auth.user if auth is not None else None
 
 
-async def _current_auth(
-    auth: Annotated[Authenticated | None, Depends(_optional_auth)],
-) -> Authenticated:
+async def _current_auth(auth: OptionalAuth) -> Authenticated:
     if auth is None:
         raise NotAuthenticated()
     return auth
 
 
-async def _current_user(auth: Annotated[Authenticated, Depends(_current_auth)]) -> User:
+async def _current_user(auth: OptionalAuth) -> User:
+    if auth is None:
+        raise NotAuthenticated()
     return auth.user
 
 
-async def _admin_user(user: Annotated[User, Depends(_current_user)]) -> User:
-    if not user.is_admin:
+async def _admin_user(auth: OptionalAuth) -> User:
+    if auth is None:
+        raise NotAuthenticated()
+    if not auth.user.is_admin:
         raise AdminRequired()
-    return user
+    return auth.user
 
 
 CurrentAuth = Annotated[Authenticated, Depends(_current_auth)]

@@ -33,7 +33,7 @@ no database connection while it does.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,7 +46,7 @@ from app.images.errors import ImageNotFound
 from app.images.media_urls import MediaSubject, MediaUrls, MediaVariant
 from app.images.models import Image
 from app.images.visibility import Visibility, may_see_private_images
-from app.state import StateDep
+from app.state import app_state
 from app.users.dependencies import UserIdPath
 from app.users.errors import UserNotFound
 from app.users.models import User
@@ -56,8 +56,9 @@ from app.users.service import ensure_user_exists
 MEDIA_ACCESS_ERRORS: tuple[type[AppError], ...] = (InvalidToken, UserNotFound, ImageNotFound)
 
 
-async def get_media_urls(state: StateDep) -> MediaUrls:
-    return state.media_urls
+async def get_media_urls(request: Request) -> MediaUrls:
+    # From the request, not a `StateDep` sub-dependency (see `app.db._request_session`).
+    return app_state(request.app).media_urls
 
 
 MediaUrlsDep = Annotated[MediaUrls, Depends(get_media_urls)]

@@ -7,9 +7,11 @@ token, an `Authorization` value or a password that slipped into a message is mas
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -49,13 +51,38 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 # Every pattern above needs one of these words; most lines (access lines above all) have
-# none, and one search is cheaper than five substitutions on every line.
+# none, and looking for them is cheaper than five substitutions on every line.
 _MAY_HOLD_SECRET = re.compile(r"(?i)bearer|authorization|passw|secret|token|signature|://|eyJ")
+
+
+def may_hold_secret(text: str) -> bool:
+    """Whether `text` contains one of the words every redaction needs (any case).
+
+    For ASCII text, substring tests on the lowered text answer exactly what the
+    case-insensitive search does, about ten times faster (the search's alternation has no
+    literal prefix to skip ahead with; it was most of an access line's cost). Other text
+    keeps the search: Unicode case folding matches more than `str.lower` does (the long s,
+    U+017F, is an `s` to it).
+    """
+    if not text.isascii():
+        return _MAY_HOLD_SECRET.search(text) is not None
+    lowered = text.lower()
+    # The same words as the search, spelled out: a loop over them cost as much again.
+    return (
+        "passw" in lowered
+        or "secret" in lowered
+        or "token" in lowered
+        or "bearer" in lowered
+        or "authorization" in lowered
+        or "signature" in lowered
+        or "://" in lowered
+        or "eyj" in lowered
+    )
 
 
 def redact(text: str) -> str:
     """Mask secrets that must never reach a log line."""
-    if _MAY_HOLD_SECRET.search(text) is None:
+    if not may_hold_secret(text):
         return text
     for pattern, replacement in _REDACTIONS:
         text = pattern.sub(replacement, text)
@@ -74,12 +101,28 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in vars(record).items() if key not in _STANDARD_ATTRS}
 
 
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).isoformat()
+
+
+def _iso_time(created: float) -> str:
+    """`created` as ISO 8601 in UTC with milliseconds (`...T14:00:48.373+00:00`); the
+    second's text is made once per second, not once per line."""
+    # Rounded to the microsecond first, as `datetime.fromtimestamp` does.
+    second = int(created)
+    microseconds = round((created - second) * 1e6)
+    if microseconds >= 1_000_000:
+        second, microseconds = second + 1, microseconds - 1_000_000
+    return f"{_iso_second(second)[:19]}.{microseconds // 1000:03d}+00:00"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request id and extras."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": _iso_time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -108,6 +151,9 @@ def _escape_character(match: re.Match[str]) -> str:
 
 def escape_controls(text: str) -> str:
     """`text` on one line: control characters written as `\\xNN` / `\\uNNNN`."""
+    # Printable ASCII (nearly every line) has none: two C checks instead of a regex pass.
+    if text.isascii() and text.isprintable():
+        return text
     return _CONTROL_CHARACTERS.sub(_escape_character, text)
 
 
@@ -120,6 +166,15 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s")
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # logging's own `2026-12-02 14:00:48,373`, with the second's text made once per
+        # second (strftime per line was a fifth of an access line's cost).
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime(self.default_time_format, self.converter(second)))
+        return f"{self._second[1]},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
         record.message = escape_controls(record.message)

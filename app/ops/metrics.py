@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# At most this many (method, route, status) series are remembered (see `observe_request`).
+_REQUEST_SERIES_KEPT = 1024
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -135,6 +137,7 @@ class Metrics:
             multiprocess_mode="mostrecent",
         )
         self._before_render: list[Callable[[], Awaitable[None]]] = []
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.db_pool_in_use = Gauge(
             "gallery_db_pool_connections_in_use",
             "Database connections checked out of the pool right now.",
@@ -143,8 +146,19 @@ class Metrics:
         )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            # `labels()` takes a lock and builds the label tuple on every call; the same few
+            # (method, route, status) answer nearly every request, so their series are kept.
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            if len(self._request_children) < _REQUEST_SERIES_KEPT:
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_image_check(self, outcome: str) -> None:
         self.image_checks.labels(outcome).inc()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,26 +55,44 @@ class ProxyHeadersMiddleware:
         self.trusted = tuple(trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.trusted or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        peer = scope.get("client")
-        if peer is None or not is_trusted(peer[0], self.trusted):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        scope = dict(scope)
-        forwarded_for = ",".join(headers.getlist("x-forwarded-for"))
-        if forwarded_for:
-            address = client_address(peer[0], forwarded_for, self.trusted)
-            if address != peer[0]:
-                scope["client"] = (address, 0)
-        forwarded_proto = headers.get("x-forwarded-proto")
-        if forwarded_proto:
-            # The entry our own proxy appended is the rightmost one.
-            scheme = _FORWARDED_SCHEMES.get(forwarded_proto.rsplit(",", 1)[-1].strip().lower())
-            if scheme is not None:
-                if scope["type"] == "websocket":
-                    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
-                scope["scheme"] = scheme
+        if self.trusted and scope["type"] in ("http", "websocket"):
+            scope = forwarded_scope(scope, self.trusted)
         await self.app(scope, receive, send)
+
+
+def forwarded_scope(scope: Scope, trusted: Sequence[Network]) -> Scope:
+    """`scope` with the forwarded client and scheme when its peer is a trusted proxy (a
+    copy); otherwise `scope` itself. (The app's gateway middleware calls this.)"""
+    peer = scope.get("client")
+    if peer is None or not is_trusted(peer[0], trusted):
+        return scope
+    return scope_from_trusted_peer(scope, trusted)
+
+
+def scope_from_trusted_peer(scope: Scope, trusted: Sequence[Network]) -> Scope:
+    """`forwarded_scope` for a scope whose peer is already known to be a trusted proxy."""
+    peer = scope["client"]
+    forwarded_for_parts: list[bytes] = []
+    forwarded_proto: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded_for_parts.append(value)
+        elif name == b"x-forwarded-proto" and forwarded_proto is None:
+            forwarded_proto = value
+    if not forwarded_for_parts and forwarded_proto is None:
+        return scope
+    scope = dict(scope)
+    forwarded_for = b",".join(forwarded_for_parts).decode("latin-1")
+    if forwarded_for:
+        address = client_address(peer[0], forwarded_for, trusted)
+        if address != peer[0]:
+            scope["client"] = (address, 0)
+    if forwarded_proto:
+        # The entry our own proxy appended is the rightmost one.
+        last = forwarded_proto.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+        scheme = _FORWARDED_SCHEMES.get(last)
+        if scheme is not None:
+            if scope["type"] == "websocket":
+                scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+            scope["scheme"] = scheme
+    return scope
