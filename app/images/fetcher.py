@@ -178,6 +178,11 @@ class _Message:
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        # Control characters inside a header value are let through, as h11 did (RFC 9110
+        # lets a recipient keep them): nothing takes a value as is (validators and types are
+        # judged again). Framing stays strict: a bare CR, a bad name, two lengths, a length
+        # with chunks, a bad chunk size are all refused.
+        self.parser.set_dangerous_leniencies(lenient_headers=True)
         self.keep_alive = False
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
@@ -308,7 +313,11 @@ class FetchResponse:
     """An answer whose body has not been read yet (`FetchSession.stream`)."""
 
     def __init__(
-        self, url: httpx.URL, answer: _Answer, connection: _Connection, deadline: float
+        self,
+        url: httpx.URL,
+        answer: _Answer,
+        connection: _Connection,
+        deadline: float | None,  # None: the caller's own timeout covers every read
     ) -> None:
         self.url = url
         self.status_code = answer.status_code
@@ -337,8 +346,11 @@ class FetchResponse:
                 if self._complete:
                     break
                 try:
-                    async with asyncio.timeout_at(self._deadline):
+                    if self._deadline is None:
                         data = await self._connection.receive()
+                    else:
+                        async with asyncio.timeout_at(self._deadline):
+                            data = await self._connection.receive()
                     self._take(data)
                 except (TimeoutError, *_NETWORK_ERRORS) as exc:
                     raise ImageUrlUnreachable() from exc
@@ -406,6 +418,9 @@ class FetchSession:
     policy: UrlPolicy
     redirects_left: int
     deadline: float  # loop time by which the check must end
+    # True when the caller runs the whole session under `asyncio.timeout_at(deadline)`
+    # (`ImageChecker.fetch_session`): no request or read then sets a timer of its own.
+    deadline_enforced: bool = False
     _addresses: dict[str, list[IPAddress]] = field(default_factory=dict)
     _visited: set[str] = field(default_factory=set)
     _connection: _Connection | None = None
@@ -487,19 +502,35 @@ class FetchSession:
         port = effective_port(url)
         key = (url.scheme, host, port)
         addresses = await self._judged_addresses(url)
+        if self.deadline_enforced:
+            return await self._exchange(method, url, headers, key, addresses)
         try:
             async with asyncio.timeout_at(self.deadline):
-                connection = self._connection
-                if connection is not None and connection.key == key and connection.reusable:
-                    try:
-                        answer = await connection.exchange(method, url, headers)
-                        return FetchResponse(url, answer, connection, self.deadline)
-                    except _NETWORK_ERRORS:
-                        pass  # the host closed the kept connection meanwhile: one fresh try
-                return await self._connect_and_send(method, url, headers, key, addresses)
+                return await self._exchange(method, url, headers, key, addresses)
         except TimeoutError as exc:
             self.close()
             raise ImageUrlUnreachable() from exc
+
+    async def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        key: tuple[str, str, int],
+        addresses: list[IPAddress],
+    ) -> FetchResponse:
+        connection = self._connection
+        if connection is not None and connection.key == key and connection.reusable:
+            try:
+                answer = await connection.exchange(method, url, headers)
+                return FetchResponse(url, answer, connection, self._read_deadline)
+            except _NETWORK_ERRORS:
+                pass  # the host closed the kept connection meanwhile: one fresh try
+        return await self._connect_and_send(method, url, headers, key, addresses)
+
+    @property
+    def _read_deadline(self) -> float | None:
+        return None if self.deadline_enforced else self.deadline
 
     async def _connect_and_send(
         self,
@@ -526,7 +557,7 @@ class FetchSession:
             except _NETWORK_ERRORS as exc:
                 self.close()
                 raise ImageUrlUnreachable() from exc
-            return FetchResponse(url, answer, connection, self.deadline)
+            return FetchResponse(url, answer, connection, self._read_deadline)
         raise ImageUrlUnreachable() from last_error
 
     async def _judged_addresses(self, url: httpx.URL) -> list[IPAddress]:
