@@ -4,8 +4,9 @@ For each of `--checks` images, at `--concurrency` at once: one connection to the
 image host, a HEAD, then a GET with `Range: bytes=0-65535` on the same connection (as the
 checker does), each answer's head parsed just enough to find its body's length, at most
 64 KiB read, then the connection closed. No database, no URL rules, no signature check, no
-HTTP library: a bare asyncio loop (the same event loop the worker runs), so the app's
-rechecks per second divided by these is the share the app's own work leaves.
+HTTP library: a bare asyncio program on the same event loop the worker runs (uvloop when
+installed, as `app.cli.run_loop` chooses), so the app's rechecks per second divided by these
+is the share the app's own work leaves.
 
 `python -m bench.recheck_floor --port P --checks N --concurrency C` prints one JSON line.
 """
@@ -84,7 +85,13 @@ def main() -> None:
     parser.add_argument("--checks", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_run(args.port, args.checks, args.concurrency))))
+    try:
+        import uvloop  # as `gallery worker` and `gallery recheck --due` (app.cli.run_loop)
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        run = asyncio.run
+    else:
+        run = uvloop.run
+    print(json.dumps(run(_run(args.port, args.checks, args.concurrency))))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""One recheck pass as `gallery recheck --due` runs it (`open_rechecker`, `run_pass`), timed
-in-process: wall time and this process's CPU over the pass, without start-up.
+"""One recheck pass as `gallery recheck --due` runs it (`open_rechecker`, `run_pass`, on
+`app.cli.run_loop`'s event loop: uvloop when installed), timed in-process: wall time and
+this process's CPU over the pass, without start-up.
 
 The images' host names (`*.bench.test`) all resolve to the loopback image host through a
 resolver of our own, so no lookup leaves the machine while per-host politeness still sees
@@ -10,7 +11,6 @@ many hosts. Settings come from the environment (DATABASE_URL, RECHECK_*, IMAGE_F
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -49,4 +49,6 @@ async def _pass() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_pass())))
+    from app.cli import run_loop  # the loop `gallery recheck --due` runs on (uvloop)
+
+    print(json.dumps(run_loop(_pass())))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, union_all, update
+from sqlalchemy import Integer, Table, bindparam, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -307,6 +307,7 @@ class Rechecker:
         self._slots = asyncio.Semaphore(settings.recheck_concurrency)
         self._hosts = HostSlots(settings.recheck_per_host_concurrency)
         self._writes = _GroupedWrites(sessionmaker)
+        self._claim_statement: Any = None
         # Hosts that asked (429/503 + Retry-After) not to be called before a time.
         self._busy_until: dict[str, datetime] = {}
         self._on_outcome = on_outcome
@@ -403,18 +404,16 @@ class Rechecker:
             if until <= now:
                 del self._busy_until[host]
 
-    async def _claim(self, limit: int, due_before: datetime) -> list[ClaimedImage]:
-        """Claim up to `limit` images due by `due_before`, oldest due first, atomically."""
-        token = secrets.token_hex(16)
-        now = utcnow()
-        lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+    def _claim_update(self) -> Any:
+        """The claim, built once (bound parameters `claim_*`): an UPDATE of the images due
+        first, returning what their checks need."""
         # On the table, not the mapped class: an ORM-enabled UPDATE costs more CPU.
         images = cast(Table, Image.__table__)
         candidates = (
             select(images.c.id)
-            .where(images.c.due_at <= min(due_before, now))
+            .where(images.c.due_at <= bindparam("claim_due_by", type_=images.c.due_at.type))
             .order_by(images.c.due_at)
-            .limit(limit)
+            .limit(bindparam("claim_limit", type_=Integer))
         )
         statement = update(images)
         if self._skip_locked:
@@ -424,9 +423,9 @@ class Rechecker:
         else:
             # SQLite runs one write statement at a time: the statement is the claim.
             statement = statement.where(images.c.id.in_(candidates.scalar_subquery()))
-        statement = statement.values(
-            due_at=now + timedelta(seconds=self._lease_seconds),
-            recheck_claim=token,
+        return statement.values(
+            due_at=bindparam("claim_due_at", type_=images.c.due_at.type),
+            recheck_claim=bindparam("claim_token", type_=images.c.recheck_claim.type),
             updated_at=images.c.updated_at,  # a claim is no change to the image
         ).returning(
             images.c.id,
@@ -436,8 +435,26 @@ class Rechecker:
             images.c.fingerprint,
             images.c.failure_count,
         )
+
+    async def _claim(self, limit: int, due_before: datetime) -> list[ClaimedImage]:
+        """Claim up to `limit` images due by `due_before`, oldest due first, atomically."""
+        token = secrets.token_hex(16)
+        now = utcnow()
+        lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+        if self._claim_statement is None:
+            self._claim_statement = self._claim_update()
         async with self._sessionmaker() as session, session.begin():
-            rows = (await session.execute(statement)).all()
+            rows = (
+                await session.execute(
+                    self._claim_statement,
+                    {
+                        "claim_due_by": min(due_before, now),
+                        "claim_limit": limit,
+                        "claim_due_at": now + timedelta(seconds=self._lease_seconds),
+                        "claim_token": token,
+                    },
+                )
+            ).all()
         return [
             ClaimedImage(
                 id=row.id,
