@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 
 WINDOW = 65536
@@ -76,6 +77,7 @@ async def _run(port: int, checks: int, concurrency: int) -> dict[str, float]:
         "seconds": round(wall, 2),
         "checks_per_second": round(checks / wall, 1),
         "cpu_ms_per_check": round(cpu * 1000 / checks, 3),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
 
 
@@ -85,12 +87,14 @@ def main() -> None:
     parser.add_argument("--checks", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    try:
-        import uvloop  # as `gallery worker` and `gallery recheck --due` (app.cli.run_loop)
-    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
-        run = asyncio.run
-    else:
-        run = uvloop.run
+    run = asyncio.run
+    if os.environ.get("BENCH_LOOP") != "asyncio":  # `bench.recheck --loop asyncio` compares
+        try:
+            import uvloop  # as `gallery worker` and `gallery recheck --due` (app.cli.run_loop)
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+            pass
+        else:
+            run = uvloop.run
     print(json.dumps(run(_run(args.port, args.checks, args.concurrency))))
 
 

@@ -11,6 +11,7 @@ many hosts. Settings come from the environment (DATABASE_URL, RECHECK_*, IMAGE_F
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -43,12 +44,18 @@ async def _pass() -> dict[str, Any]:
         "seconds": round(wall, 2),
         "rechecks_per_second": round(result.checked / wall, 1) if wall else 0.0,
         "cpu_ms_per_recheck": round(cpu * 1000 / max(result.checked, 1), 3),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "concurrency": settings.recheck_concurrency,
         "per_host_concurrency": settings.recheck_per_host_concurrency,
     }
 
 
 if __name__ == "__main__":
+    import asyncio
+    import os
+
     from app.cli import run_loop  # the loop `gallery recheck --due` runs on (uvloop)
 
-    print(json.dumps(run_loop(_pass())))
+    # BENCH_LOOP=asyncio: asyncio's own loop instead, for comparison (`bench.recheck --loop`).
+    run = asyncio.run if os.environ.get("BENCH_LOOP") == "asyncio" else run_loop
+    print(json.dumps(run(_pass())))
