@@ -10,7 +10,9 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import uvicorn
@@ -19,6 +21,8 @@ from alembic.config import Config
 from pydantic import ValidationError
 
 from app.config import Settings
+
+T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,6 +197,17 @@ def create_admin(username: str, email: str) -> None:
     click.echo(f"created admin {checked.username!r} with id {user_id}")
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when it is installed (uvicorn[standard] brings it, and `gallery
+    serve` runs on it), else on asyncio's own loop: a recheck is mostly event-loop work
+    (connections, reads, timers), which uvloop does in C."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -240,7 +255,7 @@ def worker() -> None:
     if not settings.recheck_enabled:
         click.echo("RECHECK_ENABLED is false: no rechecks to run", err=True)
         return
-    asyncio.run(_run_worker(settings))
+    run_loop(_run_worker(settings))
 
 
 async def _run_pass(settings: Settings) -> dict[str, object]:
@@ -264,7 +279,7 @@ def recheck(due: bool) -> None:
     if not settings.recheck_enabled:
         click.echo("RECHECK_ENABLED is false: no rechecks to run", err=True)
         return
-    click.echo(json.dumps(asyncio.run(_run_pass(settings))))
+    click.echo(json.dumps(run_loop(_run_pass(settings))))
 
 
 @main.command()

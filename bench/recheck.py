@@ -74,6 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--hosts", type=int, default=997, help="image host names in the pass")
     parser.add_argument("--concurrency", type=int, default=16, help="RECHECK_CONCURRENCY")
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the event loop of the pass and its floor (the worker runs on uvloop)",
+    )
     parser.add_argument("--before-ref", default=BEFORE_REF)
     parser.add_argument("--cpu-checks", type=int, default=2000)
     parser.add_argument("--cpu-rounds", type=int, default=3)
@@ -403,7 +409,7 @@ def main() -> None:
     args = parse_args()
     url = os.environ.get("BENCH_RECHECK_DATABASE_URL", DEFAULT_DATABASE_URL)
     ensure_loopback(url)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_LOOP": args.loop}
     results: dict[str, Any] = {}
     image_port = free_port()
     host_command = [sys.executable, "-m", "bench.image_host", "--port", str(image_port)]

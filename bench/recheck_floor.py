@@ -4,8 +4,9 @@ For each of `--checks` images, at `--concurrency` at once: one connection to the
 image host, a HEAD, then a GET with `Range: bytes=0-65535` on the same connection (as the
 checker does), each answer's head parsed just enough to find its body's length, at most
 64 KiB read, then the connection closed. No database, no URL rules, no signature check, no
-HTTP library: a bare asyncio loop (the same event loop the worker runs), so the app's
-rechecks per second divided by these is the share the app's own work leaves.
+HTTP library: a bare asyncio program on the same event loop the worker runs (uvloop when
+installed, as `app.cli.run_loop` chooses), so the app's rechecks per second divided by these
+is the share the app's own work leaves.
 
 `python -m bench.recheck_floor --port P --checks N --concurrency C` prints one JSON line.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 
 WINDOW = 65536
@@ -75,6 +77,7 @@ async def _run(port: int, checks: int, concurrency: int) -> dict[str, float]:
         "seconds": round(wall, 2),
         "checks_per_second": round(checks / wall, 1),
         "cpu_ms_per_check": round(cpu * 1000 / checks, 3),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
     }
 
 
@@ -84,7 +87,15 @@ def main() -> None:
     parser.add_argument("--checks", type=int, required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(_run(args.port, args.checks, args.concurrency))))
+    run = asyncio.run
+    if os.environ.get("BENCH_LOOP") != "asyncio":  # `bench.recheck --loop asyncio` compares
+        try:
+            import uvloop  # as `gallery worker` and `gallery recheck --due` (app.cli.run_loop)
+        except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
+            pass
+        else:
+            run = uvloop.run
+    print(json.dumps(run(_run(args.port, args.checks, args.concurrency))))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""One recheck pass as `gallery recheck --due` runs it (`open_rechecker`, `run_pass`), timed
-in-process: wall time and this process's CPU over the pass, without start-up.
+"""One recheck pass as `gallery recheck --due` runs it (`open_rechecker`, `run_pass`, on
+`app.cli.run_loop`'s event loop: uvloop when installed), timed in-process: wall time and
+this process's CPU over the pass, without start-up.
 
 The images' host names (`*.bench.test`) all resolve to the loopback image host through a
 resolver of our own, so no lookup leaves the machine while per-host politeness still sees
@@ -43,10 +44,18 @@ async def _pass() -> dict[str, Any]:
         "seconds": round(wall, 2),
         "rechecks_per_second": round(result.checked / wall, 1) if wall else 0.0,
         "cpu_ms_per_recheck": round(cpu * 1000 / max(result.checked, 1), 3),
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         "concurrency": settings.recheck_concurrency,
         "per_host_concurrency": settings.recheck_per_host_concurrency,
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_pass())))
+    import asyncio
+    import os
+
+    from app.cli import run_loop  # the loop `gallery recheck --due` runs on (uvloop)
+
+    # BENCH_LOOP=asyncio: asyncio's own loop instead, for comparison (`bench.recheck --loop`).
+    run = asyncio.run if os.environ.get("BENCH_LOOP") == "asyncio" else run_loop
+    print(json.dumps(run(_pass())))

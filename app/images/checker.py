@@ -382,6 +382,7 @@ class ImageChecker:
                     policy=self._policy,
                     redirects_left=self._max_redirects,
                     deadline=deadline,
+                    deadline_enforced=True,
                 ) as session,
             ):
                 yield session

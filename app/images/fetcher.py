@@ -1,7 +1,8 @@
 """The network half of the URL check: resolve, judge, connect to the judged address, follow
 redirects by hand, and never read more of a body than the caller asked for.
 
-HTTP/1.1 is spoken with h11 (the protocol engine under httpx) over asyncio streams. A check's
+HTTP/1.1 is spoken over asyncio streams: requests are written out whole, answers parsed by
+httptools (llhttp, the parser of Node.js and uvicorn). A check's
 requests (the HEAD, then the GET) share one connection when they go to the same scheme, host
 name and port, and the connection is closed when the check ends. Nothing is pooled across
 checks: no connection judged for one check, or verified for one host name, ever carries
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import re
 import socket
 import ssl
 import sys
@@ -22,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import h11
+import httptools
 import httpx
 
 from app.config import Settings
@@ -45,7 +47,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # A host name may resolve to many addresses; trying a few covers a dead one without
 # letting a hostile DNS answer turn one check into a long series of connection attempts.
 MAX_CONNECT_ATTEMPTS = 3
-# The status line and headers of one answer, at most (h11 refuses a larger head).
+# The status line and headers of one answer, at most (a larger head is refused).
 MAX_HEAD_BYTES = 16 * 1024
 # A redirect's body is read to its end, so that the connection can serve the next hop, only
 # when it is this small; a larger one costs the connection instead.
@@ -58,7 +60,14 @@ _BASE_HEADERS = {
     # Raw bytes only: a compressed body could expand far beyond the window.
     "Accept-Encoding": "identity",
 }
-_NETWORK_ERRORS = (OSError, h11.ProtocolError)
+
+
+class HttpProtocolError(Exception):
+    """An answer that breaks HTTP/1.1 or our limits on it (the connection is then useless),
+    or a request that cannot be written (a header value with a line break)."""
+
+
+_NETWORK_ERRORS = (OSError, HttpProtocolError)
 
 
 class Resolver(Protocol):
@@ -140,8 +149,92 @@ class Fetched:
     complete: bool = True  # whether `body` is the whole body
 
 
+# What may go on a request line or in a header we send: visible ASCII, spaces and tabs in
+# values, never a line break (a stored validator or a URL could otherwise add a header).
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_FIELD_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+
+
+def _request_bytes(method: str, url: httpx.URL, headers: Mapping[str, str]) -> bytes:
+    """The request's head, written out: no body, so nothing else follows it."""
+    target = url.raw_path
+    if method not in ("GET", "HEAD") or not _TARGET.match(target):
+        raise HttpProtocolError("not a request this fetcher sends")
+    lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, url.netloc)]
+    for name, value in headers.items():
+        if not (_FIELD_NAME.match(name) and _FIELD_VALUE.match(value)):
+            raise HttpProtocolError(f"header {name!r} cannot be sent")
+        lines.append(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii")))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+class _Message:
+    """What the parser (httptools, over llhttp) found in one answer: the head's fields, body
+    pieces not yet taken, and whether the answer ended."""
+
+    __slots__ = ("body", "complete", "extra", "headers", "keep_alive", "messages", "parser")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        # Control characters inside a header value are let through, as h11 did (RFC 9110
+        # lets a recipient keep them): nothing takes a value as is (validators and types are
+        # judged again). Framing stays strict: a bare CR, a bad name, two lengths, a length
+        # with chunks, a bad chunk size are all refused.
+        self.parser.set_dangerous_leniencies(lenient_headers=True)
+        self.keep_alive = False
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.complete = False
+        self.messages = 0
+        self.extra = False  # bytes after the answer: the host says more than it was asked
+
+    def on_message_begin(self) -> None:
+        self.messages += 1
+        if self.messages > 1:
+            self.extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        # Asked now: once the answer is complete, the parser has forgotten its head.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class _Answer:
+    """One answer's status line and head, parsed; the parser stays for its body."""
+
+    __slots__ = ("message", "parser", "status_code", "until_close")
+
+    def __init__(self, head: bytes) -> None:
+        self.message = _Message()
+        self.parser = self.message.parser
+        self.feed(head)
+        self.status_code = self.parser.get_status_code()
+        self.until_close = False  # the body ends when the host closes the connection
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self.message.complete:
+                raise HttpProtocolError(str(exc)) from exc
+            self.message.extra = True  # the answer is whole; what follows it is not ours
+
+
 class _Connection:
-    """One HTTP/1.1 connection to a judged address, for one scheme, host name and port."""
+    """One HTTP/1.1 connection to a judged address, for one scheme, host name and port.
+    Requests are written out whole (`_request_bytes`); an answer's head is read up to its
+    blank line (at most `MAX_HEAD_BYTES`) and parsed by httptools (llhttp, strict), its
+    body fed to the same parser as it arrives."""
 
     def __init__(
         self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -149,37 +242,62 @@ class _Connection:
         self.key = key
         self.reader = reader
         self.writer = writer
-        self.protocol = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.reusable = True  # between answers, and the host did not say it would close
+        self.buffer = b""  # received, not parsed yet
 
-    @property
-    def reusable(self) -> bool:
-        return self.protocol.our_state is h11.IDLE and self.protocol.their_state is h11.IDLE
-
-    async def exchange(self, method: str, url: httpx.URL, headers: dict[str, str]) -> h11.Response:
-        """Send a request without a body; the answer's status line and headers."""
-        request = h11.Request(
-            method=method,
-            target=url.raw_path,
-            headers=[("Host", url.netloc.decode("ascii")), *headers.items()],
-        )
-        self.writer.write(self.protocol.send(request) + self.protocol.send(h11.EndOfMessage()))
+    async def exchange(self, method: str, url: httpx.URL, headers: dict[str, str]) -> _Answer:
+        """Send a request without a body; the answer's status line and head."""
+        request = _request_bytes(method, url, headers)
+        self.reusable = False
+        self.writer.write(request)
         while True:
-            event = await self.next_event()
-            if isinstance(event, h11.Response):
-                return event
-            if not isinstance(event, h11.InformationalResponse):  # 1xx: the answer follows
-                raise h11.RemoteProtocolError("the connection ended before an answer")
+            answer = _Answer(await self._read_head())
+            message, status = answer.message, answer.status_code
+            if status == 101 or message.extra:  # nobody asked to switch protocols
+                raise HttpProtocolError("unexpected answer")
+            if status >= 200:
+                break  # 1xx: the answer follows
+        if method == "HEAD" or status in (204, 304):
+            # No body, whatever the head says (llhttp cannot be told a HEAD's answer has
+            # none): the answer ends with its head; anything after it is unasked for.
+            message.complete = True
+            message.extra = message.extra or bool(self.buffer)
+        elif not message.complete:
+            # Neither a length nor chunks: the body ends when the host closes (HTTP/1.0).
+            fields = {name.lower(): value.lower() for name, value in message.headers}
+            answer.until_close = b"content-length" not in fields and (
+                b"chunked" not in fields.get(b"transfer-encoding", b"")
+            )
+        if message.complete:
+            self.answer_done(answer)
+        return answer
 
-    async def next_event(self) -> object:
+    async def _read_head(self) -> bytes:
         while True:
-            event = self.protocol.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            self.protocol.receive_data(await self.reader.read(READ_CHUNK))
+            end = self.buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                end += 4
+                if end > MAX_HEAD_BYTES:
+                    raise HttpProtocolError("answer head too large")
+                head, self.buffer = self.buffer[:end], self.buffer[end:]
+                return head
+            if len(self.buffer) > MAX_HEAD_BYTES:
+                raise HttpProtocolError("answer head too large")
+            data = await self.reader.read(READ_CHUNK)
+            if not data:
+                raise HttpProtocolError("the connection ended before an answer")
+            self.buffer += data
 
-    def end_of_body(self) -> None:
-        if self.protocol.our_state is h11.DONE and self.protocol.their_state is h11.DONE:
-            self.protocol.start_next_cycle()
+    async def receive(self) -> bytes:
+        """The next bytes of a body: what is buffered, else the next read (b"" at the end)."""
+        if self.buffer:
+            data, self.buffer = self.buffer, b""
+            return data
+        return await self.reader.read(READ_CHUNK)
+
+    def answer_done(self, answer: _Answer) -> None:
+        message = answer.message
+        self.reusable = message.keep_alive and not message.extra and not self.buffer
 
     def close(self) -> None:
         if self.reusable:
@@ -195,45 +313,72 @@ class FetchResponse:
     """An answer whose body has not been read yet (`FetchSession.stream`)."""
 
     def __init__(
-        self, url: httpx.URL, answer: h11.Response, connection: _Connection, deadline: float
+        self,
+        url: httpx.URL,
+        answer: _Answer,
+        connection: _Connection,
+        deadline: float | None,  # None: the caller's own timeout covers every read
     ) -> None:
         self.url = url
         self.status_code = answer.status_code
         headers: dict[str, str] = {}
-        for raw_name, raw_value in answer.headers:
-            name, value = raw_name.decode("ascii"), raw_value.decode("latin-1")
+        for raw_name, raw_value in answer.message.headers:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self.headers: Mapping[str, str] = headers
-        self.finished = False  # the whole body has been read
+        self._complete = answer.message.complete  # the parser has seen the body's end
+        self._answer = answer
         self._connection = connection
         self._deadline = deadline
         self._pending = b""  # received by a look ahead, not yet given to the caller
+
+    @property
+    def finished(self) -> bool:
+        """Whether the whole body has been read (and given to the caller)."""
+        return self._complete and not self._pending
 
     async def iter_body(self, limit: int) -> AsyncIterator[bytes]:
         """The body as it comes off the wire, cut at `limit` bytes in all; `finished` then
         tells whether that was its end. Each read ends by the session's deadline."""
         size = 0
-        if self._pending and limit > 0:
-            chunk, self._pending = self._pending[:limit], self._pending[limit:]
+        while size < limit:
+            if not self._pending:
+                if self._complete:
+                    break
+                try:
+                    if self._deadline is None:
+                        data = await self._connection.receive()
+                    else:
+                        async with asyncio.timeout_at(self._deadline):
+                            data = await self._connection.receive()
+                    self._take(data)
+                except (TimeoutError, *_NETWORK_ERRORS) as exc:
+                    raise ImageUrlUnreachable() from exc
+                continue
+            chunk, self._pending = self._pending[: limit - size], self._pending[limit - size :]
             size += len(chunk)
             yield chunk
-        while size < limit and not self.finished:
-            try:
-                async with asyncio.timeout_at(self._deadline):
-                    event = await self._connection.next_event()
-            except (TimeoutError, *_NETWORK_ERRORS) as exc:
-                raise ImageUrlUnreachable() from exc
-            if isinstance(event, h11.EndOfMessage):
-                self._connection.end_of_body()
-                self.finished = True
-            elif isinstance(event, h11.Data):
-                data = bytes(event.data)
-                chunk, self._pending = data[: limit - size], data[limit - size :]
-                size += len(chunk)
-                yield chunk
-            else:
-                raise ImageUrlUnreachable()  # the connection ended inside the body
         self.settle(keep_data=True)
+
+    def _take(self, data: bytes) -> None:
+        """Parse `data` (b"": the host closed) into the pending body and the end."""
+        answer = self._answer
+        if not data:
+            if not answer.until_close:
+                raise HttpProtocolError("the connection ended inside the body")
+            answer.message.complete = True
+        else:
+            answer.feed(data)
+        message = answer.message
+        if message.body:
+            self._pending += b"".join(message.body)
+            message.body.clear()
+        if message.complete:
+            self._complete = True
+            if data:
+                self._connection.answer_done(answer)
+            else:
+                self._connection.reusable = False
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
         """The whole body as it comes off the wire (as httpx's `Response.aiter_raw`): the
@@ -249,19 +394,12 @@ class FetchResponse:
         """Take what is already received (the end of a bodiless answer, the end right after
         the last byte read), without waiting for the network; with `keep_data`, data found
         on the way is kept for the next `iter_body`, else dropped."""
-        while not self.finished and not (keep_data and self._pending):
+        if not self._complete and not (keep_data and self._pending) and self._connection.buffer:
+            data, self._connection.buffer = self._connection.buffer, b""
             try:
-                event = self._connection.protocol.next_event()
-            except h11.ProtocolError:
-                return
-            if isinstance(event, h11.EndOfMessage):
-                self._connection.end_of_body()
-                self.finished = True
-            elif isinstance(event, h11.Data):
-                if keep_data:
-                    self._pending = bytes(event.data)
-            else:
-                return
+                self._take(data)
+            except HttpProtocolError:
+                self._connection.reusable = False
         if not keep_data:
             self._pending = b""
 
@@ -280,6 +418,9 @@ class FetchSession:
     policy: UrlPolicy
     redirects_left: int
     deadline: float  # loop time by which the check must end
+    # True when the caller runs the whole session under `asyncio.timeout_at(deadline)`
+    # (`ImageChecker.fetch_session`): no request or read then sets a timer of its own.
+    deadline_enforced: bool = False
     _addresses: dict[str, list[IPAddress]] = field(default_factory=dict)
     _visited: set[str] = field(default_factory=set)
     _connection: _Connection | None = None
@@ -361,19 +502,35 @@ class FetchSession:
         port = effective_port(url)
         key = (url.scheme, host, port)
         addresses = await self._judged_addresses(url)
+        if self.deadline_enforced:
+            return await self._exchange(method, url, headers, key, addresses)
         try:
             async with asyncio.timeout_at(self.deadline):
-                connection = self._connection
-                if connection is not None and connection.key == key and connection.reusable:
-                    try:
-                        answer = await connection.exchange(method, url, headers)
-                        return FetchResponse(url, answer, connection, self.deadline)
-                    except _NETWORK_ERRORS:
-                        pass  # the host closed the kept connection meanwhile: one fresh try
-                return await self._connect_and_send(method, url, headers, key, addresses)
+                return await self._exchange(method, url, headers, key, addresses)
         except TimeoutError as exc:
             self.close()
             raise ImageUrlUnreachable() from exc
+
+    async def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: dict[str, str],
+        key: tuple[str, str, int],
+        addresses: list[IPAddress],
+    ) -> FetchResponse:
+        connection = self._connection
+        if connection is not None and connection.key == key and connection.reusable:
+            try:
+                answer = await connection.exchange(method, url, headers)
+                return FetchResponse(url, answer, connection, self._read_deadline)
+            except _NETWORK_ERRORS:
+                pass  # the host closed the kept connection meanwhile: one fresh try
+        return await self._connect_and_send(method, url, headers, key, addresses)
+
+    @property
+    def _read_deadline(self) -> float | None:
+        return None if self.deadline_enforced else self.deadline
 
     async def _connect_and_send(
         self,
@@ -400,7 +557,7 @@ class FetchSession:
             except _NETWORK_ERRORS as exc:
                 self.close()
                 raise ImageUrlUnreachable() from exc
-            return FetchResponse(url, answer, connection, self.deadline)
+            return FetchResponse(url, answer, connection, self._read_deadline)
         raise ImageUrlUnreachable() from last_error
 
     async def _judged_addresses(self, url: httpx.URL) -> list[IPAddress]:

@@ -26,13 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import httpx
-from sqlalchemy import Table, bindparam, func, select, union_all, update
+from sqlalchemy import Integer, Table, bindparam, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db import create_engine, create_sessionmaker, utcnow
-from app.images.checker import CheckedImage, ImageChecker, Validators
+from app.images.checker import CheckedImage, ImageChecker, NotModified, Validators
 from app.images.errors import ImageCheckFailed, ImageHostBusy
 from app.images.fetcher import Resolver, SystemResolver, create_image_transport
 from app.images.link_health import (
@@ -44,6 +43,7 @@ from app.images.link_health import (
 )
 from app.images.models import Image
 from app.images.thumbnails import forget_thumbnails
+from app.images.url_guard import NormalisedUrl, normalise_image_url
 
 logger = logging.getLogger(__name__)
 
@@ -97,35 +97,35 @@ class RecheckPassResult:
         )
 
 
-def host_of(url: str) -> str:
-    """The host name politeness is counted by (lower-cased; the URL was normalised)."""
-    try:
-        return httpx.URL(url).host.lower()
-    except (httpx.InvalidURL, ValueError, TypeError):
-        return ""
-
-
 class HostSlots:
     """At most `per_host` holders per host name at once; a host's semaphore exists only
-    while someone holds or waits for it."""
+    while someone holds or waits for it. `acquire` then `release`, in a `try`/`finally`
+    (plain calls rather than a context manager: this runs once per recheck)."""
 
     def __init__(self, per_host: int) -> None:
         self._per_host = per_host
-        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+        self._slots: dict[str, list[Any]] = {}  # host -> [semaphore, holders and waiters]
 
-    @asynccontextmanager
-    async def hold(self, host: str) -> AsyncIterator[None]:
-        semaphore, users = self._slots.get(host) or (asyncio.Semaphore(self._per_host), 0)
-        self._slots[host] = (semaphore, users + 1)
+    async def acquire(self, host: str) -> None:
+        entry = self._slots.get(host)
+        if entry is None:
+            entry = self._slots[host] = [asyncio.Semaphore(self._per_host), 0]
+        entry[1] += 1
         try:
-            async with semaphore:
-                yield
-        finally:
-            semaphore, users = self._slots[host]
-            if users <= 1:
-                del self._slots[host]
-            else:
-                self._slots[host] = (semaphore, users - 1)
+            await entry[0].acquire()
+        except BaseException:
+            self._forget(host, entry)
+            raise
+
+    def release(self, host: str) -> None:
+        entry = self._slots[host]
+        entry[0].release()
+        self._forget(host, entry)
+
+    def _forget(self, host: str, entry: list[Any]) -> None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._slots[host]
 
 
 # A column a write leaves as it is (written as itself, so no `onupdate` default fires).
@@ -225,8 +225,8 @@ class _GroupedWrites:
         self._task: asyncio.Task[None] | None = None
         self._statements: dict[tuple[Shape, int], Any] = {}
         self._in_flight = 0
-        # Set whenever an outcome is queued: its check is done, its slot free.
-        self.queued = asyncio.Event()
+        # Called whenever an outcome is queued: its check is done, its slot free.
+        self.on_queued: Callable[[], None] | None = None
 
     @property
     def pending(self) -> int:
@@ -238,7 +238,8 @@ class _GroupedWrites:
         checked; whether it did."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append(_Write(image, values, future))
-        self.queued.set()
+        if self.on_queued is not None:
+            self.on_queued()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
         return await future
@@ -306,6 +307,7 @@ class Rechecker:
         self._slots = asyncio.Semaphore(settings.recheck_concurrency)
         self._hosts = HostSlots(settings.recheck_per_host_concurrency)
         self._writes = _GroupedWrites(sessionmaker)
+        self._claim_statement: Any = None
         # Hosts that asked (429/503 + Retry-After) not to be called before a time.
         self._busy_until: dict[str, datetime] = {}
         self._on_outcome = on_outcome
@@ -324,12 +326,23 @@ class Rechecker:
         batch_size = self._concurrency * 2
         tasks: set[asyncio.Task[None]] = set()
         exhausted = False
+        # One event wakes the pass: a recheck ended, an outcome was queued for its write
+        # (its check is done: the next claim need not wait for the write transaction), or
+        # `stop` was set. (Waiting on every task at once cost more than the claims.)
+        wake = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            tasks.discard(task)
+            wake.set()
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("recheck task failed", exc_info=task.exception())
+
         stopping = asyncio.create_task(stop.wait())
+        stopping.add_done_callback(lambda _: wake.set())
+        self._writes.on_queued = wake.set
         try:
             while True:
-                # Images whose outcome waits for its write are done checking: the next
-                # claim need not wait for the write transaction (`checked` wakes us).
-                self._writes.queued.clear()
+                wake.clear()
                 room = batch_size - max(len(tasks) - self._writes.pending, 0)
                 if not exhausted and not stop.is_set() and room >= self._concurrency:
                     claimed = await self._claim(room, due_before)
@@ -337,33 +350,18 @@ class Rechecker:
                     # Fewer than asked: every other due image is claimed (by us or others).
                     exhausted = len(claimed) < room
                     for image in claimed:
-                        tasks.add(asyncio.create_task(self._recheck(image, result, stop)))
+                        task = asyncio.create_task(self._recheck(image, result, stop))
+                        tasks.add(task)
+                        task.add_done_callback(finished)
                 if not tasks:
                     break
-                # Once stopping, only the checks are waited for (a done waiter would spin).
-                waiters: list[asyncio.Task[Any]] = [*tasks]
-                if not stopping.done():
-                    waiters.append(stopping)
-                checked = None
-                if not exhausted and not stop.is_set():
-                    checked = asyncio.create_task(self._writes.queued.wait())
-                    waiters.append(checked)
-                try:
-                    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    if checked is not None:
-                        checked.cancel()
-                tasks -= done
-                for task in done:
-                    if task in (stopping, checked) or task.cancelled():
-                        continue
-                    if task.exception():
-                        logger.error("recheck task failed", exc_info=task.exception())
+                await wake.wait()
         finally:
+            self._writes.on_queued = None
             stopping.cancel()
             if tasks:
                 # Cancelled from outside: what was claimed comes due again with its lease.
-                for task in tasks:
+                for task in list(tasks):
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         return result
@@ -406,18 +404,16 @@ class Rechecker:
             if until <= now:
                 del self._busy_until[host]
 
-    async def _claim(self, limit: int, due_before: datetime) -> list[ClaimedImage]:
-        """Claim up to `limit` images due by `due_before`, oldest due first, atomically."""
-        token = secrets.token_hex(16)
-        now = utcnow()
-        lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+    def _claim_update(self) -> Any:
+        """The claim, built once (bound parameters `claim_*`): an UPDATE of the images due
+        first, returning what their checks need."""
         # On the table, not the mapped class: an ORM-enabled UPDATE costs more CPU.
         images = cast(Table, Image.__table__)
         candidates = (
             select(images.c.id)
-            .where(images.c.due_at <= min(due_before, now))
+            .where(images.c.due_at <= bindparam("claim_due_by", type_=images.c.due_at.type))
             .order_by(images.c.due_at)
-            .limit(limit)
+            .limit(bindparam("claim_limit", type_=Integer))
         )
         statement = update(images)
         if self._skip_locked:
@@ -427,9 +423,9 @@ class Rechecker:
         else:
             # SQLite runs one write statement at a time: the statement is the claim.
             statement = statement.where(images.c.id.in_(candidates.scalar_subquery()))
-        statement = statement.values(
-            due_at=now + timedelta(seconds=self._lease_seconds),
-            recheck_claim=token,
+        return statement.values(
+            due_at=bindparam("claim_due_at", type_=images.c.due_at.type),
+            recheck_claim=bindparam("claim_token", type_=images.c.recheck_claim.type),
             updated_at=images.c.updated_at,  # a claim is no change to the image
         ).returning(
             images.c.id,
@@ -439,8 +435,26 @@ class Rechecker:
             images.c.fingerprint,
             images.c.failure_count,
         )
+
+    async def _claim(self, limit: int, due_before: datetime) -> list[ClaimedImage]:
+        """Claim up to `limit` images due by `due_before`, oldest due first, atomically."""
+        token = secrets.token_hex(16)
+        now = utcnow()
+        lease_ends = asyncio.get_running_loop().time() + self._lease_seconds
+        if self._claim_statement is None:
+            self._claim_statement = self._claim_update()
         async with self._sessionmaker() as session, session.begin():
-            rows = (await session.execute(statement)).all()
+            rows = (
+                await session.execute(
+                    self._claim_statement,
+                    {
+                        "claim_due_by": min(due_before, now),
+                        "claim_limit": limit,
+                        "claim_due_at": now + timedelta(seconds=self._lease_seconds),
+                        "claim_token": token,
+                    },
+                )
+            ).all()
         return [
             ClaimedImage(
                 id=row.id,
@@ -464,34 +478,26 @@ class Rechecker:
             self._on_outcome(outcome)
 
     async def _check_and_store(self, image: ClaimedImage, stop: asyncio.Event) -> str:
-        host = host_of(image.image_url)
+        target: NormalisedUrl | str
+        try:
+            # Parsed once: the host name counts politeness, the checker takes it as is.
+            target = normalise_image_url(image.image_url)
+            host = target.host.lower()
+        except ImageCheckFailed:
+            target, host = image.image_url, ""  # the check refuses it, and reports why
         if self._host_is_busy(host):
             return await self._postpone(image, self._busy_until[host], "postponed")
         validators = None
         if image.etag or image.last_modified:
             validators = Validators(etag=image.etag, last_modified=image.last_modified)
-        async with self._hosts.hold(host), self._slots:
-            if stop.is_set():
-                return await self._postpone(image, utcnow(), "released")
-            if asyncio.get_running_loop().time() + self._check_seconds + 1 > image.lease_ends:
-                # Its lease may end before the check does, and another worker may take it:
-                # left alone, it comes due again when the lease runs out.
-                return "lease_expired"
-            if self._host_is_busy(host):
-                return await self._postpone(image, self._busy_until[host], "postponed")
-            try:
-                checked = await self._checker.check(image.image_url, validators=validators)
-            except ImageHostBusy as busy:
-                until = utcnow() + timedelta(seconds=self._busy_wait(busy.retry_after_seconds))
-                self._busy_until[host] = max(until, self._busy_until.get(host, until))
-                return await self._postpone(image, until, "image_host_busy")
-            except ImageCheckFailed as failed:
-                return await self._store_failure(image, failed.code)
-            except Exception:
-                logger.exception("recheck of image %s failed unexpectedly", image.id)
-                return await self._postpone(
-                    image, utcnow() + timedelta(seconds=self._policy.retry_seconds), "error"
-                )
+        await self._hosts.acquire(host)
+        try:
+            async with self._slots:
+                checked = await self._check_in_slot(image, target, host, validators, stop)
+        finally:
+            self._hosts.release(host)
+        if isinstance(checked, str):
+            return checked
         if isinstance(checked, CheckedImage):
             return await self._store_checked(image, checked)
         now = utcnow()
@@ -499,6 +505,38 @@ class Rechecker:
             image, {**healthy_values(self._policy, now), "checked_at": now, "updated_at": KEEP}
         )
         return "not_modified" if stored else "discarded"
+
+    async def _check_in_slot(
+        self,
+        image: ClaimedImage,
+        target: NormalisedUrl | str,
+        host: str,
+        validators: Validators | None,
+        stop: asyncio.Event,
+    ) -> str | CheckedImage | NotModified:
+        """The check, holding the image's host slot and a worker slot: what it found, or
+        the outcome when it ended in a failure or a postponement (stored already)."""
+        if stop.is_set():
+            return await self._postpone(image, utcnow(), "released")
+        if asyncio.get_running_loop().time() + self._check_seconds + 1 > image.lease_ends:
+            # Its lease may end before the check does, and another worker may take it:
+            # left alone, it comes due again when the lease runs out.
+            return "lease_expired"
+        if self._host_is_busy(host):
+            return await self._postpone(image, self._busy_until[host], "postponed")
+        try:
+            return await self._checker.check(target, validators=validators)
+        except ImageHostBusy as busy:
+            until = utcnow() + timedelta(seconds=self._busy_wait(busy.retry_after_seconds))
+            self._busy_until[host] = max(until, self._busy_until.get(host, until))
+            return await self._postpone(image, until, "image_host_busy")
+        except ImageCheckFailed as failed:
+            return await self._store_failure(image, failed.code)
+        except Exception:
+            logger.exception("recheck of image %s failed unexpectedly", image.id)
+            return await self._postpone(
+                image, utcnow() + timedelta(seconds=self._policy.retry_seconds), "error"
+            )
 
     def _host_is_busy(self, host: str) -> bool:
         until = self._busy_until.get(host)
