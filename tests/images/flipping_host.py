@@ -48,6 +48,18 @@ class FlippingImage:
             self.in_flight[host] += 1
             self.max_in_flight[host] = max(self.max_in_flight[host], self.in_flight[host])
             self.max_total_in_flight = max(self.max_total_in_flight, sum(self.in_flight.values()))
+        left = False
+
+        def leave() -> None:
+            # Called just before the answer's first byte goes out: a client that has read the
+            # answer may start its next request at once, and must not find this one counted.
+            nonlocal left
+            if not left:
+                left = True
+                with self._lock:
+                    self.in_flight[host] -= 1
+
+        handler.leave_in_flight = leave  # type: ignore[attr-defined]
         try:
             if self.gate is not None:
                 self.gate.wait(10)
@@ -55,8 +67,7 @@ class FlippingImage:
                 time.sleep(self.serve_delay)
             self._answer(handler)
         finally:
-            with self._lock:
-                self.in_flight[host] -= 1
+            leave()
 
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         if self.mode == "missing":
@@ -89,6 +100,7 @@ class FlippingImage:
             handler.send_header(name, value)
         if status != 304:
             handler.send_header("Content-Length", str(len(body)))
+        handler.leave_in_flight()  # type: ignore[attr-defined]
         handler.end_headers()
         if handler.command != "HEAD" and status != 304:
             # The check may have given up (its deadline) or read only its window.
