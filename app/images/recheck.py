@@ -43,7 +43,9 @@ from app.images.link_health import (
     healthy_values,
 )
 from app.images.models import Image
+from app.images.schemas import ImageRead
 from app.images.thumbnails import forget_thumbnails
+from app.users.service import galleries_changed
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,14 @@ class _Write:
 
 
 GUARD_COLUMNS = (("v_id", "id"), ("v_claim", "recheck_claim"), ("v_url", "image_url"))
+# Columns an image answer shows: a write that sets any of them changes its gallery's pages
+# (a check's outcome always does: it sets `checked_at`); a postponement does not.
+SHOWN_COLUMNS = frozenset(ImageRead.model_fields)
+
+
+def _shows_change(shape: Shape) -> bool:
+    written, _ = shape
+    return not SHOWN_COLUMNS.isdisjoint(written)
 
 
 def _rows_for(count: int) -> int:
@@ -172,7 +182,7 @@ def _batched_update(shape: Shape, rows: int) -> Any:
     """One guarded UPDATE of up to `rows` images: `WITH v AS (SELECT :id_0 AS v_id,
     :claim_0 AS v_claim, :url_0 AS v_url, ... UNION ALL ...) UPDATE images SET ... FROM v
     WHERE images.id = v.v_id AND images.recheck_claim = v.v_claim AND images.image_url =
-    v.v_url RETURNING images.id` (PostgreSQL, and SQLite >= 3.33). An image deleted,
+    v.v_url RETURNING images.id, images.user_id` (PostgreSQL, and SQLite >= 3.33). An image deleted,
     rechecked by hand or given a new URL meanwhile matches no row, so its outcome stores
     nothing. Built of bound parameters (a VALUES clause holding the data would be compiled
     again for every batch: it has no cache key)."""
@@ -197,7 +207,7 @@ def _batched_update(shape: Shape, rows: int) -> Any:
             images.c.image_url == v.c.v_url,
         )
         .values({name: v.c[name] for name in written} | {name: images.c[name] for name in kept})
-        .returning(images.c.id)
+        .returning(images.c.id, images.c.user_id)
     )
 
 
@@ -252,6 +262,7 @@ class _GroupedWrites:
             for write in batch:
                 shapes.setdefault(write.shape, []).append(write)
             stored: set[int] = set()
+            owners: set[int] = set()
             try:
                 async with self._sessionmaker() as session, session.begin():
                     for shape, writes in shapes.items():
@@ -261,7 +272,10 @@ class _GroupedWrites:
                             statement = _batched_update(shape, rows)
                             self._statements[(shape, rows)] = statement
                         result = await session.execute(statement, _parameters(shape, rows, writes))
-                        stored.update(result.scalars())
+                        for image_id, owner_id in result:
+                            stored.add(image_id)
+                            if _shows_change(shape):
+                                owners.add(owner_id)
                     # New bytes stored: the old bytes' thumbnails go in the same transaction
                     # (the moved `updated_at` also keeps a making under way from storing).
                     changed = [
@@ -271,6 +285,9 @@ class _GroupedWrites:
                     ]
                     if changed:
                         await session.execute(forget_thumbnails(*changed))
+                    # Their galleries' versions, after the images (the one lock order of
+                    # every gallery write), in the same transaction as the outcomes.
+                    await galleries_changed(session, owners)
             except Exception as exc:
                 self._in_flight = 0
                 for write in batch:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import MAX_ID, end_read_transaction, utcnow
+from app.http_caching import NOT_MODIFIED, NotModified, Revalidation
 from app.images.checker import CheckedImage, ImageChecker
 from app.images.errors import (
     ImageChanged,
@@ -34,10 +35,15 @@ from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.images.visibility import Visibility, may_see_private_images
-from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
+from app.pagination import CursorCodec, Keyset, Listing, PageParams, keyset, paginate
 from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import ensure_user_exists
+from app.users.service import (
+    GALLERY_VERSION,
+    ensure_user_exists,
+    galleries_changed,
+    gallery_version,
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,31 @@ _GALLERY = keyset(
     id_column=_images.id,
     newest_first=True,
 )
+# A gallery page as `GET /users/{user_id}/images` reads it: each row also carries the
+# gallery's version (an uncorrelated subquery, evaluated once per statement), so a full page
+# costs one statement and its rows and its tag come from the same snapshot.
+_VERSION_KEY = "gallery_version"
+_VERSION_COLUMN = GALLERY_VERSION.scalar_subquery().label(_VERSION_KEY)
+
+
+def _versioned(where: Any) -> Keyset:
+    return keyset(
+        select(*_images, _VERSION_COLUMN).where(*where),
+        id_column=_images.id,
+        newest_first=True,
+    )
+
+
+_OWNER = _images.user_id == bindparam("owner_id")
+_PUBLIC = _images.visibility == Visibility.PUBLIC.value
+_BY_STATUS = _images.status == bindparam("status")
+# (sees private images, filters by status) -> the listing.
+_VERSIONED_GALLERIES = {
+    (True, False): _versioned((_OWNER,)),
+    (False, False): _versioned((_OWNER, _PUBLIC)),
+    (True, True): _versioned((_OWNER, _BY_STATUS)),
+    (False, True): _versioned((_OWNER, _BY_STATUS, _PUBLIC)),
+}
 # What everyone but the owner and admins sees of a gallery (the (user_id, id) index still
 # serves it, newest first).
 PUBLIC_GALLERY = keyset(
@@ -117,23 +148,49 @@ def gallery_listing(user_id: int) -> str:
     return f"user-images:{user_id}"
 
 
+def _gallery_view(viewer: User | None, user_id: int) -> str:
+    """Which of a gallery's answers `viewer` gets: part of its pages' tags, so a tag
+    issued to the owner or an admin never validates the public view, nor the reverse."""
+    if viewer is None or not may_see_private_images(viewer, user_id):
+        return "public"
+    return "owner" if viewer.id == user_id else "admin"
+
+
+def _gallery_is_current(
+    revalidation: Revalidation,
+    media_urls: MediaUrls,
+    viewer: User | None,
+    user_id: int,
+    version: int,
+) -> bool:
+    """Tag a gallery page (the request's path and query carry the page, its size and its
+    filter) and say whether the client's copy is current. A view with private images also
+    depends on the window of their signed media URLs, read here before the page's URLs are
+    signed, so a tag never promises URLs newer than the ones the client holds."""
+    view = _gallery_view(viewer, user_id)
+    window = media_urls.signer.expiry() if view != "public" else None
+    return revalidation.current(version, view, window, private=viewer is not None)
+
+
 async def list_user_images(
     session: AsyncSession,
     cursors: CursorCodec,
     media_urls: MediaUrls,
+    revalidation: Revalidation,
     viewer: User | None,
     user_id: int,
     page: PageParams,
     status: str | None = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[dict[str, Any]] | NotModified:
     """A user's images, newest first: the private ones only for the owner and admins; only
-    those with `status` when it is given."""
+    those with `status` when it is given. `NOT_MODIFIED` when the client's copy of the page
+    is current, decided by one lookup of the gallery's version before any image is read."""
+    if revalidation.requested:
+        version = await gallery_version(session, user_id)
+        if _gallery_is_current(revalidation, media_urls, viewer, user_id, version):
+            return NOT_MODIFIED
     parameters, suffix = _status_filter(status)
-    sees_private = may_see_private_images(viewer, user_id)
-    if status is None:
-        listing_query = _GALLERY if sees_private else PUBLIC_GALLERY
-    else:
-        listing_query = _GALLERY_BY_STATUS if sees_private else _PUBLIC_GALLERY_BY_STATUS
+    listing_query = _VERSIONED_GALLERIES[may_see_private_images(viewer, user_id), bool(status)]
     images = await paginate(
         session,
         listing_query,
@@ -142,10 +199,15 @@ async def list_user_images(
         cursors=cursors,
         page=page,
     )
-    # A page with images proves the owner exists (the foreign key): only an empty page
-    # needs the second lookup that tells an empty gallery from a missing user.
-    if not images.items:
-        await ensure_user_exists(session, user_id)
+    # A page with images proves the owner exists (the foreign key) and carries the version:
+    # only an empty page needs the lookup that tells an empty gallery from a missing user.
+    if images.items:
+        version = images.items[0][_VERSION_KEY]
+        for row in images.items:
+            del row[_VERSION_KEY]
+    else:
+        version = await gallery_version(session, user_id)
+    _gallery_is_current(revalidation, media_urls, viewer, user_id, version)
     media_urls.attach(images.items)
     return images
 
@@ -290,6 +352,7 @@ async def create_image(
     )
     session.add(image)
     await _flush_image(session)
+    await galleries_changed(session, (user_id,))
     return image_answer(media_urls, image)
 
 
@@ -323,6 +386,7 @@ async def update_image(
         image.visibility = changes.visibility.value
     image.updated_at = utcnow()
     await _flush_image(session)
+    await galleries_changed(session, (user_id,))
     return image_answer(media_urls, image)
 
 
@@ -358,11 +422,13 @@ async def recheck_image(
         raise  # the host asked to wait: no failure of the image's
     except ImageCheckFailed as exc:
         now = utcnow()
-        await session.execute(
+        stored = await session.execute(
             guarded.values(
                 **failed_values(policy, now, failure_count + 1, exc.code), updated_at=now
             )
         )
+        if stored.rowcount:  # type: ignore[attr-defined]
+            await galleries_changed(session, (user_id,))
         # The request answers the error, so the session will roll back: the failure is
         # committed here, on its own, as the scheduled recheck would have stored it.
         await session.commit()
@@ -379,6 +445,7 @@ async def recheck_image(
     if changed:
         # Thumbnails of the old bytes go in the same transaction as the new metadata.
         await invalidate_thumbnails(session, image_id)
+    await galleries_changed(session, (user_id,))
     await session.refresh(image)
     return image_answer(media_urls, image)
 
@@ -421,6 +488,7 @@ async def delete_image(session: AsyncSession, gallery: EditableGallery, image_id
     image = await get_user_image(session, gallery.owner_id, image_id)
     await session.delete(image)
     await session.flush()
+    await galleries_changed(session, (gallery.owner_id,))
 
 
 # Rows per DELETE in `delete_all_images`: about 50 ms each on PostgreSQL on a small machine.
@@ -450,12 +518,14 @@ async def delete_all_images(session: AsyncSession, *, batch_size: int = DELETE_B
             .scalar_subquery()
         )
         result = await session.execute(
-            delete(Image).where(Image.id.in_(batch)),
+            delete(Image).where(Image.id.in_(batch)).returning(Image.user_id),
             execution_options={"synchronize_session": False},
         )
+        owners = result.scalars().all()
+        # Each batch moves the versions of the galleries it emptied, in its own transaction.
+        await galleries_changed(session, owners)
         await session.commit()
-        count = int(getattr(result, "rowcount", 0))
-        if count == 0:
+        if not owners:
             break
-        deleted += count
+        deleted += len(owners)
     return deleted
