@@ -73,6 +73,7 @@ class ClaimedImage:
     """An image a worker holds the claim on, with what its check needs."""
 
     id: int
+    user_id: int
     image_url: str
     etag: str | None
     last_modified: str | None
@@ -182,7 +183,7 @@ def _batched_update(shape: Shape, rows: int) -> Any:
     """One guarded UPDATE of up to `rows` images: `WITH v AS (SELECT :id_0 AS v_id,
     :claim_0 AS v_claim, :url_0 AS v_url, ... UNION ALL ...) UPDATE images SET ... FROM v
     WHERE images.id = v.v_id AND images.recheck_claim = v.v_claim AND images.image_url =
-    v.v_url RETURNING images.id, images.user_id` (PostgreSQL, and SQLite >= 3.33). An image deleted,
+    v.v_url RETURNING images.id` (PostgreSQL, and SQLite >= 3.33). An image deleted,
     rechecked by hand or given a new URL meanwhile matches no row, so its outcome stores
     nothing. Built of bound parameters (a VALUES clause holding the data would be compiled
     again for every batch: it has no cache key)."""
@@ -207,7 +208,7 @@ def _batched_update(shape: Shape, rows: int) -> Any:
             images.c.image_url == v.c.v_url,
         )
         .values({name: v.c[name] for name in written} | {name: images.c[name] for name in kept})
-        .returning(images.c.id, images.c.user_id)
+        .returning(images.c.id)
     )
 
 
@@ -262,9 +263,14 @@ class _GroupedWrites:
             for write in batch:
                 shapes.setdefault(write.shape, []).append(write)
             stored: set[int] = set()
-            owners: set[int] = set()
             try:
                 async with self._sessionmaker() as session, session.begin():
+                    # The galleries' versions first, as every gallery write takes them (see
+                    # `galleries_changed`); an outcome that then stores nothing moved its
+                    # gallery's version for nothing, which costs a client one full answer.
+                    await galleries_changed(
+                        session, (w.image.user_id for w in batch if _shows_change(w.shape))
+                    )
                     for shape, writes in shapes.items():
                         rows = _rows_for(len(writes))
                         statement = self._statements.get((shape, rows))
@@ -272,10 +278,7 @@ class _GroupedWrites:
                             statement = _batched_update(shape, rows)
                             self._statements[(shape, rows)] = statement
                         result = await session.execute(statement, _parameters(shape, rows, writes))
-                        for image_id, owner_id in result:
-                            stored.add(image_id)
-                            if _shows_change(shape):
-                                owners.add(owner_id)
+                        stored.update(result.scalars())
                     # New bytes stored: the old bytes' thumbnails go in the same transaction
                     # (the moved `updated_at` also keeps a making under way from storing).
                     changed = [
@@ -285,9 +288,6 @@ class _GroupedWrites:
                     ]
                     if changed:
                         await session.execute(forget_thumbnails(*changed))
-                    # Their galleries' versions, after the images (the one lock order of
-                    # every gallery write), in the same transaction as the outcomes.
-                    await galleries_changed(session, owners)
             except Exception as exc:
                 self._in_flight = 0
                 for write in batch:
@@ -450,6 +450,7 @@ class Rechecker:
             updated_at=images.c.updated_at,  # a claim is no change to the image
         ).returning(
             images.c.id,
+            images.c.user_id,
             images.c.image_url,
             images.c.etag,
             images.c.last_modified,
@@ -461,6 +462,7 @@ class Rechecker:
         return [
             ClaimedImage(
                 id=row.id,
+                user_id=row.user_id,
                 image_url=row.image_url,
                 etag=row.etag,
                 last_modified=row.last_modified,

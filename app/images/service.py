@@ -350,9 +350,9 @@ async def create_image(
         visibility=data.visibility.value,
         **_new_link(checked, policy),
     )
+    await galleries_changed(session, (user_id,))  # before the image is written
     session.add(image)
     await _flush_image(session)
-    await galleries_changed(session, (user_id,))
     return image_answer(media_urls, image)
 
 
@@ -370,6 +370,7 @@ async def update_image(
     user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
+    checked = None
     if fields.get("image_url") is not None:
         url = normalise_image_url(fields["image_url"])
         if str(url) != image.image_url:
@@ -377,16 +378,17 @@ async def update_image(
                 raise ImageDuplicate()
             await end_read_transaction(session)
             checked = await checker.check(url)
-            for name, value in _new_link(checked, policy).items():
-                setattr(image, name, value)
-            await invalidate_thumbnails(session, image.id)
+    await galleries_changed(session, (user_id,))  # before any image write
+    if checked is not None:
+        for name, value in _new_link(checked, policy).items():
+            setattr(image, name, value)
+        await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
     if changes.visibility is not None:
         image.visibility = changes.visibility.value
     image.updated_at = utcnow()
     await _flush_image(session)
-    await galleries_changed(session, (user_id,))
     return image_answer(media_urls, image)
 
 
@@ -422,13 +424,12 @@ async def recheck_image(
         raise  # the host asked to wait: no failure of the image's
     except ImageCheckFailed as exc:
         now = utcnow()
-        stored = await session.execute(
+        await galleries_changed(session, (user_id,))  # before the image is written
+        await session.execute(
             guarded.values(
                 **failed_values(policy, now, failure_count + 1, exc.code), updated_at=now
             )
         )
-        if stored.rowcount:  # type: ignore[attr-defined]
-            await galleries_changed(session, (user_id,))
         # The request answers the error, so the session will roll back: the failure is
         # committed here, on its own, as the scheduled recheck would have stored it.
         await session.commit()
@@ -438,6 +439,8 @@ async def recheck_image(
     changed = content_changed(stored_fingerprint, checked)
     if changed:
         values["content_changed_at"] = now
+    # Before the image is written; undone with the rest when the image changed meanwhile.
+    await galleries_changed(session, (user_id,))
     result = await session.execute(guarded.values(**values))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
@@ -445,7 +448,6 @@ async def recheck_image(
     if changed:
         # Thumbnails of the old bytes go in the same transaction as the new metadata.
         await invalidate_thumbnails(session, image_id)
-    await galleries_changed(session, (user_id,))
     await session.refresh(image)
     return image_answer(media_urls, image)
 
@@ -486,9 +488,9 @@ async def link_health_summary(session: AsyncSession) -> LinkHealthSummary:
 async def delete_image(session: AsyncSession, gallery: EditableGallery, image_id: int) -> None:
     """Remove one image from a gallery."""
     image = await get_user_image(session, gallery.owner_id, image_id)
+    await galleries_changed(session, (gallery.owner_id,))  # before the image is deleted
     await session.delete(image)
     await session.flush()
-    await galleries_changed(session, (gallery.owner_id,))
 
 
 # Rows per DELETE in `delete_all_images`: about 50 ms each on PostgreSQL on a small machine.
@@ -511,21 +513,22 @@ async def delete_all_images(session: AsyncSession, *, batch_size: int = DELETE_B
     deleted = 0
     while last_id is not None:
         batch = (
-            select(Image.id)
-            .where(Image.id <= last_id)
-            .order_by(Image.id)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
+            await session.execute(
+                select(Image.id, Image.user_id)
+                .where(Image.id <= last_id)
+                .order_by(Image.id)
+                .limit(batch_size)
+            )
+        ).all()
+        if not batch:
+            break
+        # The batch's galleries' versions first (the lock order of every gallery write),
+        # then its images, in one transaction: a reader never sees them gone under old tags.
+        await galleries_changed(session, (row.user_id for row in batch))
         result = await session.execute(
-            delete(Image).where(Image.id.in_(batch)).returning(Image.user_id),
+            delete(Image).where(Image.id.in_([row.id for row in batch])),
             execution_options={"synchronize_session": False},
         )
-        owners = result.scalars().all()
-        # Each batch moves the versions of the galleries it emptied, in its own transaction.
-        await galleries_changed(session, owners)
         await session.commit()
-        if not owners:
-            break
-        deleted += len(owners)
+        deleted += int(getattr(result, "rowcount", 0))
     return deleted

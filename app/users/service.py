@@ -71,11 +71,12 @@ async def gallery_version(session: AsyncSession, user_id: int) -> int:
 
 
 async def galleries_changed(session: AsyncSession, user_ids: Iterable[int]) -> None:
-    """Move these users' gallery versions on, in the caller's transaction: every write to
-    what a gallery shows calls this after its image writes, so the rows lock in one order
-    (images, then users by id) and concurrent writers never wait on each other in a cycle.
-    The tags of the galleries' pages change when the transaction commits, which is before
-    the write's response is sent (`app.db`)."""
+    """Move these users' gallery versions on, in the caller's transaction. Every write to
+    what a gallery shows calls this BEFORE its image writes, so all of them lock rows in one
+    order, the users' (by id) then the images', which is also the order of an account
+    deletion (the user's row, then its images by the cascade): concurrent writers to one
+    gallery queue on its user's row instead of deadlocking. The galleries' tags change when
+    the transaction commits, which is before the write's response is sent (`app.db`)."""
     ids = sorted(set(user_ids))
     if not ids:
         return
