@@ -522,3 +522,22 @@ async def test_concurrent_writes_to_one_gallery_each_move_its_version_once(
     extra = await client.delete(f"{path}/{ids[0]}", headers=admin.headers)
     assert extra.status_code == 204
     assert (await versions(app))[alice.id] == before + len(answers) + 1
+
+
+async def test_views_with_private_images_change_tags_with_their_media_url_window(
+    app: FastAPI, client: httpx.AsyncClient, people: dict[str, Any]
+) -> None:
+    """A 304 must not keep a client on signed media URLs about to expire: the owner's tag
+    moves with the signing window; the public view, with no signed URL, keeps its tag."""
+    alice = people["alice"]
+    signer = app_state(app).media_urls.signer
+    now = signer.now()
+    signer._clock = lambda: float(now)  # a fixed clock for the test
+    path = f"/users/{alice.id}/images"
+    owner = await get(client, path, alice)
+    public_tag = await tag_of(client, path)
+    await assert_not_modified(client, path, alice, owner.headers["ETag"])
+    signer._clock = lambda: float(now + signer.expire_seconds)
+    moved = await assert_changed(client, path, alice, owner.headers["ETag"])
+    assert moved.json() != owner.json()  # new signatures and expiries
+    await assert_not_modified(client, path, None, public_tag)
