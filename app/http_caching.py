@@ -21,6 +21,7 @@ import re
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request, Response
+from starlette.types import Scope
 
 from app.state import StateDep
 
@@ -31,6 +32,9 @@ T = TypeVar("T")
 _ENTITY_TAG = re.compile(r'\s*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")\s*(?:,|$)')
 # Headers a 304 must repeat from the 200 it stands for (RFC 9110 section 15.4.5).
 _REVALIDATION_HEADERS = ("ETag", "Cache-Control", "Vary")
+# Set in a request's scope by a middleware that already found its `If-None-Match` stale
+# (app/images/revalidation.py): the route then does not look again.
+STALE_MARK = "gallery_api.if_none_match_stale"
 # Clients may keep these answers but must ask again each time before using them.
 CACHE_CONTROL_SHARED = "no-cache"
 CACHE_CONTROL_PRIVATE = "private, no-cache"
@@ -67,6 +71,24 @@ def if_none_match_matches(header: str | None, etag: str) -> bool:
     return False
 
 
+def request_target(scope: Scope) -> str:
+    """The path and query a tag is bound to, as the app's router sees them."""
+    query: bytes = scope.get("query_string", b"")
+    path: str = scope["path"]
+    return path + ("?" + query.decode("latin-1") if query else "")
+
+
+def cache_headers(etag: str, *, private: bool, vary: bool) -> dict[str, str]:
+    """The headers of a tagged answer, the same on its 200 and its 304."""
+    headers = {
+        "ETag": etag,
+        "Cache-Control": CACHE_CONTROL_PRIVATE if private else CACHE_CONTROL_SHARED,
+    }
+    if vary:
+        headers["Vary"] = "Authorization"
+    return headers
+
+
 class EntityTags:
     """Makes the opaque tags; one per app, made by the lifespan from the secret key."""
 
@@ -94,13 +116,13 @@ class Revalidation:
         self._response = response
         # Several If-None-Match lines are one list (RFC 9110 section 5.3).
         values = request.headers.getlist("if-none-match")
-        self._if_none_match = ", ".join(values) if values else None
-        query = request.scope.get("query_string", b"")
-        self._target = request.scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        stale = request.scope.get(STALE_MARK, False)
+        self._if_none_match = ", ".join(values) if values and not stale else None
+        self._target = request_target(request.scope)
 
     @property
     def requested(self) -> bool:
-        """Whether the client sent `If-None-Match` at all."""
+        """Whether the client sent `If-None-Match` (that no middleware found stale)."""
         return self._if_none_match is not None
 
     def current(self, *parts: object, private: bool, vary: bool = True) -> bool:
@@ -108,11 +130,7 @@ class Revalidation:
         headers (`private` when the answer depends on who asks; `Vary: Authorization` when
         it may), and say whether the client's copy is the current one."""
         etag = self._tags.tag(self._target, *parts)
-        headers = self._response.headers
-        headers["ETag"] = etag
-        headers["Cache-Control"] = CACHE_CONTROL_PRIVATE if private else CACHE_CONTROL_SHARED
-        if vary:
-            headers["Vary"] = "Authorization"
+        self._response.headers.update(cache_headers(etag, private=private, vary=vary))
         return if_none_match_matches(self._if_none_match, etag)
 
     def content(self, content: T, *, private: bool, vary: bool = True) -> T | Response:

@@ -148,12 +148,21 @@ def gallery_listing(user_id: int) -> str:
     return f"user-images:{user_id}"
 
 
+PUBLIC_VIEW = "public"
+
+
 def _gallery_view(viewer: User | None, user_id: int) -> str:
     """Which of a gallery's answers `viewer` gets: part of its pages' tags, so a tag
     issued to the owner or an admin never validates the public view, nor the reverse."""
     if viewer is None or not may_see_private_images(viewer, user_id):
-        return "public"
+        return PUBLIC_VIEW
     return "owner" if viewer.id == user_id else "admin"
+
+
+def gallery_tag_parts(version: int, view: str, window: int | None) -> tuple[object, ...]:
+    """What a gallery page's tag is made of besides its URL (`app.images.revalidation`
+    makes the same tags without a request)."""
+    return (version, view, window)
 
 
 def _gallery_is_current(
@@ -168,8 +177,9 @@ def _gallery_is_current(
     depends on the window of their signed media URLs, read here before the page's URLs are
     signed, so a tag never promises URLs newer than the ones the client holds."""
     view = _gallery_view(viewer, user_id)
-    window = media_urls.signer.expiry() if view != "public" else None
-    return revalidation.current(version, view, window, private=viewer is not None)
+    window = media_urls.signer.expiry() if view != PUBLIC_VIEW else None
+    parts = gallery_tag_parts(version, view, window)
+    return revalidation.current(*parts, private=viewer is not None)
 
 
 async def list_user_images(

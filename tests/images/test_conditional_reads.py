@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from app.http_caching import get_revalidation
 from app.images.models import Image
 from app.images.recheck import Rechecker
 from app.images.service import delete_all_images
@@ -541,3 +542,53 @@ async def test_views_with_private_images_change_tags_with_their_media_url_window
     moved = await assert_changed(client, path, alice, owner.headers["ETag"])
     assert moved.json() != owner.json()  # new signatures and expiries
     await assert_not_modified(client, path, None, public_tag)
+
+
+async def test_a_signed_out_revalidation_is_answered_before_routing_like_the_route_would(
+    app: FastAPI, client: httpx.AsyncClient, people: dict[str, Any]
+) -> None:
+    """The short way (app/images/revalidation.py) answers what the route would: the same
+    tag and headers, outer middleware included, and leaves every other case to the route."""
+    alice, bob = people["alice"], people["bob"]
+    path = f"/users/{alice.id}/images?limit=1"
+    full = await get(client, path)
+    short = await get(client, path, None, full.headers["ETag"])
+    assert short.status_code == 304
+    for header in ("ETag", "Cache-Control", "Vary", "X-Content-Type-Options", "X-Request-ID"):
+        assert short.headers.get(header), header
+    assert short.headers["ETag"] == full.headers["ETag"]
+    # Signed in, the route decides: the same public view for Bob (a private 304), another
+    # view for the owner.
+    signed_in = await get(client, path, bob, full.headers["ETag"])
+    assert signed_in.status_code == 304
+    assert signed_in.headers["Cache-Control"] == "private, no-cache"
+    owner = await get(client, path, alice, full.headers["ETag"])
+    assert owner.status_code == 200
+    assert owner.headers["ETag"] != full.headers["ETag"]
+    # A trailing slash is the same URL; other methods and paths are not revalidated here.
+    assert (
+        await get(client, f"/users/{alice.id}/images/?limit=1", None, full.headers["ETag"])
+    ).status_code == 304
+    head = await client.head(path, headers={"If-None-Match": full.headers["ETag"]})
+    assert head.status_code != 304
+    invalid = await get(client, f"/users/{alice.id}/images?limit=0", None, full.headers["ETag"])
+    assert invalid.status_code == 422
+
+
+async def test_a_signed_out_revalidation_never_reaches_the_route(
+    app: FastAPI, client: httpx.AsyncClient, people: dict[str, Any]
+) -> None:
+    alice = people["alice"]
+    path = f"/users/{alice.id}/images"
+    tag = await tag_of(client, path)
+
+    async def no_route() -> None:
+        raise AssertionError("the route ran")
+
+    app.dependency_overrides[get_revalidation] = no_route
+    try:
+        await assert_not_modified(client, path, None, tag)
+        # The control: a stale tag does reach the route (its error answers 500 here).
+        assert (await get(client, path, None, '"stale"')).status_code == 500
+    finally:
+        app.dependency_overrides.clear()
