@@ -19,7 +19,7 @@ from app.config import Settings
 from app.mail import Mail, Mailer
 from app.users.models import User
 from tests.conftest import ROOT, mail_settings
-from tests.support.helpers import PASSWORD, bearer, login_pair, sign_up
+from tests.support.helpers import PASSWORD, bearer, login_pair, register, sign_up
 from tests.support.mail_server import MailServer, ReceivedMail
 
 NEW_PASSWORD = "an-entirely-new-passphrase"
@@ -278,13 +278,7 @@ class TestVerifiedEmailChange:
     async def test_notice_goes_to_the_old_address_once_the_new_one_is_confirmed(
         self, client: httpx.AsyncClient, mail: MailServer
     ) -> None:
-        body = {
-            "username": "alice",
-            "email": "alice@example.com",
-            "password": PASSWORD,
-            "password_confirm": PASSWORD,
-        }
-        assert (await client.post("/accounts/register", json=body)).status_code == 201
+        await register(client, "alice")
         [welcome] = await mail.wait_for("alice@example.com")
         confirmed = await client.post(
             "/accounts/verify-registration", json={"token": welcome.token}

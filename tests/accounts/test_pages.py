@@ -15,7 +15,7 @@ import pytest
 import app.accounts
 from app.accounts.pages import PAGES_CSP
 from tests.conftest import mail_settings
-from tests.support.helpers import ISSUED_TOKENS, PASSWORD, assert_error
+from tests.support.helpers import ISSUED_TOKENS, PASSWORD, assert_error, register
 from tests.support.mail_server import MailServer
 
 PAGES = ["/reset-password", "/verify-registration", "/verify-email"]
@@ -110,13 +110,7 @@ class TestPrefetch:
     async def test_opening_the_mailed_link_spends_no_token(
         self, client: httpx.AsyncClient, mail: MailServer
     ) -> None:
-        body = {
-            "username": "alice",
-            "email": "alice@example.com",
-            "password": PASSWORD,
-            "password_confirm": PASSWORD,
-        }
-        assert (await client.post("/accounts/register", json=body)).status_code == 201
+        await register(client, "alice")
         [message] = await mail.wait_for("alice@example.com")
         ISSUED_TOKENS.append(message.token)
         link = httpx.URL(f"/verify-registration?token={message.token}")

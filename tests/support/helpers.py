@@ -49,20 +49,28 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def registration(username: str) -> dict[str, str]:
+    """The body of `POST /accounts/register` for `username` at example.com."""
+    return {
+        "username": username,
+        "email": f"{username}@example.com",
+        "password": PASSWORD,
+        "password_confirm": PASSWORD,
+    }
+
+
+async def register(client: httpx.AsyncClient, username: str) -> int:
+    """Register through the API (no sign-in); the new account's id."""
+    response = await client.post("/accounts/register", json=registration(username))
+    assert response.status_code == 201, response.text
+    user_id: int = response.json()["id"]
+    return user_id
+
+
 async def sign_up(client: httpx.AsyncClient, username: str) -> Account:
     """Register through the API and sign in."""
-    email = f"{username}@example.com"
-    response = await client.post(
-        "/accounts/register",
-        json={
-            "username": username,
-            "email": email,
-            "password": PASSWORD,
-            "password_confirm": PASSWORD,
-        },
-    )
-    assert response.status_code == 201, response.text
-    return Account(response.json()["id"], username, email, await login(client, username))
+    user_id = await register(client, username)
+    return Account(user_id, username, f"{username}@example.com", await login(client, username))
 
 
 async def sign_up_admin(app: FastAPI, client: httpx.AsyncClient, username: str = "root") -> Account:
