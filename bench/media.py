@@ -11,8 +11,10 @@ temporary SQLite database, or with --postgres a throwaway PostgreSQL one), an im
    browser does per host. Reported: seconds from the first create to the last thumbnail,
    and from opening the page to the last thumbnail.
 2. serving: wrk alternates GET of one stored thumbnail and GET of the image's JSON, the
-   same connections and duration for each, twice over (A B A B), so drift on a shared
-   machine touches both; the ratio is thumbnail req/s over JSON req/s.
+   same connections and duration for each, in the same process right after the gallery
+   stage: a warm-up run of each, then rounds of A B B A, so drift on a shared machine or in
+   the process touches both; the figure is the median of the rounds' ratios of
+   thumbnail req/s over JSON req/s.
 3. libraries: `bench.thumbnail_libraries` (Pillow as the app runs it, Pillow without draft
    mode, and pyvips when --vips-python has it).
 
@@ -29,6 +31,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -192,6 +195,12 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return total
 
 
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process alone (its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def settle(app_pid: int, deadline_seconds: float = 60.0) -> None:
     """Wait until the app and its decoders are idle (under 5% of a core for a second):
     what the gallery stage left running (the large sizes, collections of its garbage)
@@ -214,6 +223,7 @@ async def gallery_stage(url: str, photo_url: str, app_pid: int) -> dict[str, Any
 
         started = time.perf_counter()
         cpu_started = tree_cpu_seconds(app_pid)
+        api_cpu_started = own_cpu_seconds(app_pid)
 
         async def create(n: int) -> tuple[int, float]:
             sent = time.perf_counter()
@@ -239,6 +249,7 @@ async def gallery_stage(url: str, photo_url: str, app_pid: int) -> dict[str, Any
         await asyncio.gather(*(thumbnail(image_id) for image_id in ids))
         finished = time.perf_counter()
         cpu_used = tree_cpu_seconds(app_pid) - cpu_started
+        api_cpu_used = own_cpu_seconds(app_pid) - api_cpu_started
 
         # The large sizes follow in the background: wait for them (asking makes any that
         # is missing) so the serving stage does not compete with them.
@@ -252,6 +263,8 @@ async def gallery_stage(url: str, photo_url: str, app_pid: int) -> dict[str, Any
         await asyncio.gather(*(large(image_id) for image_id in ids))
     return {
         "app_cpu_seconds_until_all_thumbnails": round(cpu_used, 2),
+        "api_process_cpu_seconds": round(api_cpu_used, 2),
+        "decoders_cpu_seconds": round(cpu_used - api_cpu_used, 2),
         "cpu_bound_estimate_on_idle_cores_s": round(cpu_used / len(os.sched_getaffinity(0)), 2),
         "images": GALLERY_SIZE,
         "create_201_seconds_max": round(max(seconds for _, seconds in created), 3),
@@ -283,33 +296,61 @@ def wrk(url: str, connections: int, seconds: int) -> tuple[float, int]:
 
 
 def serving_stage(
-    url: str, image_id: int, connections: int, seconds: int, app_pid: int
+    url: str, image_id: int, connections: int, seconds: int, rounds: int, app_pid: int
 ) -> dict[str, Any]:
     """req/s of each endpoint, and the app's CPU per request (steadier than req/s on a
-    shared machine: other load slows a run down, it does not make a request cost more)."""
+    shared machine: other load slows a run down, it does not make a request cost more).
+
+    Both routes are measured in the same state of the same process, interleaved: after a
+    warm-up run of each, `rounds` rounds of thumbnail, JSON, JSON, thumbnail (ABBA), so a
+    drift in the machine's load or the process's state within a round touches both routes
+    alike, and neither always goes first. Each round gives a ratio; the figure is their
+    median."""
     paths = {
         "thumbnail": f"{url}/users/1/images/{image_id}/thumbnail?size=256",
         "image": f"{url}/users/1/images/{image_id}",
     }
     httpx.get(paths["thumbnail"], timeout=30).raise_for_status()  # stored before measuring
     settle(app_pid)
+    for target in paths.values():
+        wrk(target, connections, 2)  # warm-up: neither route pays for first use
     rps: dict[str, list[float]] = {name: [] for name in paths}
     cpu_us: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(2):
-        for name, target in paths.items():
+    round_ratios: list[float] = []
+    round_cpu_ratios: list[float] = []
+    for _ in range(rounds):
+        done_in_round = dict.fromkeys(paths, 0.0)
+        seconds_in_round = dict.fromkeys(paths, 0.0)
+        cpu_in_round = dict.fromkeys(paths, 0.0)
+        for name in ("thumbnail", "image", "image", "thumbnail"):
             cpu_before = tree_cpu_seconds(app_pid)
-            rate, done = wrk(target, connections, seconds)
+            rate, done = wrk(paths[name], connections, seconds)
+            cpu = tree_cpu_seconds(app_pid) - cpu_before
             rps[name].append(rate)
-            cpu_us[name].append(round((tree_cpu_seconds(app_pid) - cpu_before) * 1e6 / done))
+            cpu_us[name].append(round(cpu * 1e6 / done))
+            done_in_round[name] += done
+            seconds_in_round[name] += done / rate
+            cpu_in_round[name] += cpu
+        round_ratios.append(
+            (done_in_round["thumbnail"] / seconds_in_round["thumbnail"])
+            / (done_in_round["image"] / seconds_in_round["image"])
+        )
+        round_cpu_ratios.append(
+            (cpu_in_round["image"] / done_in_round["image"])
+            / (cpu_in_round["thumbnail"] / done_in_round["thumbnail"])
+        )
     return {
         "connections": connections,
         "seconds_per_run": seconds,
+        "rounds": rounds,
         "thumbnail_rps": rps["thumbnail"],
         "image_rps": rps["image"],
         "thumbnail_cpu_us_per_request": cpu_us["thumbnail"],
         "image_cpu_us_per_request": cpu_us["image"],
-        "ratio_thumbnail_over_image": round(sum(rps["thumbnail"]) / sum(rps["image"]), 3),
-        "ratio_by_cpu_per_request": round(sum(cpu_us["image"]) / sum(cpu_us["thumbnail"]), 3),
+        "round_ratios": [round(ratio, 3) for ratio in round_ratios],
+        "round_cpu_ratios": [round(ratio, 3) for ratio in round_cpu_ratios],
+        "ratio_thumbnail_over_image": round(statistics.median(round_ratios), 3),
+        "ratio_by_cpu_per_request": round(statistics.median(round_cpu_ratios), 3),
     }
 
 
@@ -325,10 +366,13 @@ def markdown(report: dict[str, Any]) -> str:
         "## Serving a stored thumbnail vs the single-image JSON read",
         "",
         f"wrk, {serving['connections']} connections, {serving['seconds_per_run']} s per run, "
-        "alternating A B A B on one uvicorn worker:",
+        f"after a warm-up run of each, {serving['rounds']} rounds of thumbnail, JSON, JSON, "
+        "thumbnail (ABBA) in the same process on one uvicorn worker; the figure is the median "
+        "of the rounds' ratios:",
         "",
         f"- thumbnail (256 px WebP from the database): {serving['thumbnail_rps']} req/s",
         f"- image JSON: {serving['image_rps']} req/s",
+        f"- ratio of req/s per round: {serving['round_ratios']}",
         f"- **ratio of req/s: {serving['ratio_thumbnail_over_image']:.2f}** (target at least 0.90)",
         f"- app CPU per request: thumbnail {serving['thumbnail_cpu_us_per_request']} us, "
         f"image JSON {serving['image_cpu_us_per_request']} us: **ratio "
@@ -336,13 +380,17 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"## A gallery page of {gallery['images']} fresh 4000x3000 JPEGs",
         "",
+        f"Load average as the stage started: {report['load_average_at_gallery'][0]:.1f}.",
+        "",
         f"- slowest 201 of the 50 concurrent creates: {gallery['create_201_seconds_max']} s",
         f"- first create to every 256-px thumbnail loaded: "
         f"**{gallery['first_create_to_all_thumbnails_s']} s** (target at most 5 s on 2 cores)",
         f"- page opened to every thumbnail loaded: {gallery['page_open_to_all_thumbnails_s']} s",
         f"- CPU the app and its decoders used meanwhile: "
         f"{gallery['app_cpu_seconds_until_all_thumbnails']} s, i.e. at least "
-        f"{gallery['cpu_bound_estimate_on_idle_cores_s']} s on {report['cpus']} idle cores",
+        f"{gallery['cpu_bound_estimate_on_idle_cores_s']} s on {report['cpus']} idle cores "
+        f"(API process {gallery['api_process_cpu_seconds']} s: creates, URL checks, fetching "
+        f"the originals; decoders {gallery['decoders_cpu_seconds']} s)",
         f"- thumbnail statuses: {gallery['statuses']}",
         "",
         "## CPU and peak memory per 256-px thumbnail of a 4000x3000 JPEG",
@@ -368,8 +416,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2, help="THUMBNAIL_WORKERS")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="ABBA rounds of the serving stage")
     parser.add_argument("--vips-python", help="an interpreter with pyvips, for the library stage")
+    parser.add_argument("--skip-libraries", action="store_true", help="no library stage")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
     arguments = parser.parse_args()
     started = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -389,12 +439,18 @@ def main() -> None:
         report["database"] = "postgresql" if arguments.postgres else "sqlite"
         process, url = start_app(directory, database_url, arguments.workers)
         try:
+            report["load_average_at_gallery"] = os.getloadavg()
             gallery = asyncio.run(gallery_stage(url, photo_url, process.pid))
             image_id = gallery.pop("ids")[0]
             gallery.pop("headers")
             report["gallery"] = gallery
             report["serving"] = serving_stage(
-                url, image_id, arguments.connections, arguments.seconds, process.pid
+                url,
+                image_id,
+                arguments.connections,
+                arguments.seconds,
+                arguments.rounds,
+                process.pid,
             )
         finally:
             process.send_signal(signal.SIGTERM)
@@ -406,6 +462,8 @@ def main() -> None:
             if arguments.postgres:
                 asyncio.run(drop_database(arguments.postgres, database_url))
         libraries = [("pillow", sys.executable), ("pillow-no-draft", sys.executable)]
+        if arguments.skip_libraries:
+            libraries = []
         if arguments.vips_python:
             libraries.append(("pyvips", arguments.vips_python))
         report["libraries"] = {

@@ -28,6 +28,11 @@ from app.state import SettingsDep, app_state
 
 router = APIRouter(tags=["media"])
 
+# A bearer token is one way in, not a requirement: a public image needs nothing and a
+# private one opens with its signature too. FastAPI appends this to the bearer scheme's
+# entry, so the schema says "the token, or nothing" (as the images router's reads do).
+OPTIONAL_SIGN_IN: dict[str, Any] = {"security": [{}]}
+
 THUMBNAIL_MEDIA_TYPE = "image/webp"
 
 
@@ -40,6 +45,7 @@ _IMAGE_BYTES: dict[int | str, dict[str, Any]] = {
     "/users/{user_id}/images/{image_id}/raw",
     response_class=Response,
     summary="Get an image's original through the server",
+    openapi_extra=OPTIONAL_SIGN_IN,
     responses={
         **_IMAGE_BYTES,
         **error_responses(*MEDIA_ACCESS_ERRORS, ImageTooLarge, ImageUpstreamUnavailable),
@@ -65,6 +71,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     "/users/{user_id}/images/{image_id}/thumbnail",
     response_class=Response,
     summary="Get an image's thumbnail",
+    openapi_extra=OPTIONAL_SIGN_IN,
     responses={
         200: {
             "content": {THUMBNAIL_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import heapq
 import itertools
 import json
@@ -33,6 +34,11 @@ MAX_THUMBNAIL_BYTES = 32 * 1024 * 1024
 # A worker is replaced after this many jobs, so whatever a decoder leaks or fragments
 # does not accumulate.
 JOBS_PER_WORKER = 500
+MAX_LOGGED_STDERR_BYTES = 2048
+PIPE_BYTES = 1 << 20
+# Seconds a new worker may take to load Pillow and lock itself down (not the job's limit:
+# a loaded machine starts Python slowly, and no stranger's bytes are involved yet).
+START_TIMEOUT = 30.0
 
 Outcome = Literal["ok", "too_large", "undecodable"]
 
@@ -75,6 +81,9 @@ class _Worker:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.jobs = 0
+        self.sandbox: dict[str, object] = {}
+        assert process.stderr is not None
+        self._relay = asyncio.create_task(_relay_stderr(process.pid, process.stderr))
 
     @property
     def pid(self) -> int:
@@ -82,6 +91,7 @@ class _Worker:
 
     @classmethod
     async def start(cls, memory_limit: int, max_input: int) -> _Worker:
+        """A new worker, once it said it is ready (loaded and locked down)."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -90,13 +100,38 @@ class _Worker:
             str(max_input),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            # The API's own stderr: a decoder's crash message belongs in the logs.
-            stderr=None,
+            # A pipe into the API's log: a decoder's crash message belongs in the logs, and
+            # a decoder may not write to files (the API's stderr may be one).
+            stderr=asyncio.subprocess.PIPE,
             # Not the API's environment: a decoder subverted by a file must not find the
             # secret key, the database's password or the SMTP password there.
             env=worker_environment(),
         )
-        return cls(process)
+        _widen_pipe(process)
+        worker = cls(process)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                worker.sandbox = await worker._ready()
+        except BaseException as exc:
+            await asyncio.shield(worker.stop())
+            if isinstance(exc, TimeoutError):
+                raise WorkerFailed("did not start in time") from exc
+            raise
+        return worker
+
+    async def _ready(self) -> dict[str, object]:
+        stdout = self.process.stdout
+        assert stdout is not None
+        try:
+            hello = json.loads(await self._read_frame(stdout, MAX_ANSWER_HEADER_BYTES))
+            await self._read_frame(stdout, 0)
+        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+            raise WorkerFailed("did not start") from exc
+        except (ValueError, TypeError) as exc:
+            raise WorkerFailed("broke the protocol") from exc
+        if not isinstance(hello, dict) or hello.get("status") != "ready":
+            raise WorkerFailed("broke the protocol")
+        return hello
 
     async def run(self, header: dict[str, object], data: bytes) -> Rendered:
         stdin, stdout = self.process.stdin, self.process.stdout
@@ -104,7 +139,9 @@ class _Worker:
         assert stdout is not None
         self.jobs += 1
         try:
-            stdin.write(_frame(json.dumps(header).encode()) + _frame(data))
+            # The original is handed to the pipe as it is, not copied into a frame first.
+            stdin.write(_frame(json.dumps(header).encode()) + _LENGTH.pack(len(data)))
+            stdin.write(data)
             await stdin.drain()
             answer = json.loads(await self._read_frame(stdout, MAX_ANSWER_HEADER_BYTES))
             thumbnail = await self._read_frame(stdout, MAX_THUMBNAIL_BYTES)
@@ -134,6 +171,24 @@ class _Worker:
         with contextlib.suppress(ProcessLookupError):
             self.process.kill()
         await self.process.wait()
+        await self._relay
+
+
+def _widen_pipe(process: asyncio.subprocess.Process) -> None:
+    """A 1 MiB pipe to the worker (Linux's default is 64 KiB): an original of several
+    megabytes then crosses in a few writes, not a hundred wake-ups of both processes."""
+    transport = process.stdin.transport if process.stdin is not None else None
+    pipe = transport.get_extra_info("pipe") if transport is not None else None
+    if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep 64 KiB
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+async def _relay_stderr(pid: int, stream: asyncio.StreamReader) -> None:
+    """What a decoder writes to stderr, into the API's log, a bounded piece at a time."""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await stream.read(MAX_LOGGED_STDERR_BYTES):
+            logger.warning("thumbnail worker %d: %s", pid, chunk.decode(errors="replace").rstrip())
 
 
 class ThumbnailPool:
@@ -151,6 +206,7 @@ class ThumbnailPool:
         self._order = itertools.count()
         self._closed = False
         self.workers_started = 0  # for tests and metrics: how many processes were started
+        self._told_sandbox = False
 
     @property
     def pids(self) -> list[int]:
@@ -198,6 +254,11 @@ class ThumbnailPool:
     async def _start_worker(self) -> _Worker:
         worker = await _Worker.start(self._memory_limit, self._max_input)
         self.workers_started += 1
+        if not self._told_sandbox and not worker.sandbox.get("own_network"):
+            self._told_sandbox = True
+            # Not an error: without CAP_SYS_ADMIN (a non-root container) a decoder keeps the
+            # API's network namespace, and RLIMIT_NOFILE alone keeps it from any socket.
+            logger.debug("thumbnail workers share the API's network namespace")
         return worker
 
     async def _acquire(self, priority: int) -> None:

@@ -117,3 +117,81 @@ def large_png(side: int = 6000) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (side, side), (90, 90, 90)).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
+
+
+def adobe_rgb_like_profile(
+    *, tag_count: int | None = None, colorant_offset: int | None = None
+) -> bytes:
+    """An ICC v2 RGB matrix/TRC profile with Adobe RGB (1998)'s primaries (D50-adapted) and
+    gamma 2.2: a wide-gamut, non-sRGB profile as cameras embed, written by hand (Pillow
+    can make only sRGB, LAB and XYZ profiles). `tag_count` and `colorant_offset` break it:
+    a tag table that claims more tags, a red colorant said to lie past the end."""
+    description = b"Adobe RGB-like test profile\0"
+    tags = [
+        (
+            b"desc",
+            b"desc\0\0\0\0"
+            + struct.pack(">I", len(description))
+            + description
+            + b"\0" * 4
+            + b"\0" * 4
+            + b"\0" * 2
+            + b"\0"
+            + b"\0" * 67,
+        ),
+        (b"wtpt", _xyz_tag(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", _xyz_tag(0.6097, 0.3111, 0.0195)),
+        (b"gXYZ", _xyz_tag(0.2053, 0.6257, 0.0609)),
+        (b"bXYZ", _xyz_tag(0.1492, 0.0632, 0.7446)),
+        (b"rTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, 563) + b"\0\0"),
+        (b"cprt", b"text\0\0\0\0" + b"none\0\0\0\0"),
+    ]
+    tags.insert(6, (b"gTRC", tags[5][1]))
+    tags.insert(7, (b"bTRC", tags[5][1]))
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for signature, data in tags:
+        at = offset + len(body)
+        if signature == b"rXYZ" and colorant_offset is not None:
+            at = colorant_offset
+        table += signature + struct.pack(">II", at, len(data))
+        body += data + b"\0" * (-len(data) % 4)
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size)
+        + b"\0\0\0\0"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + b"\0" * 48
+    )
+    assert len(header) == 128
+    count = len(tags) if tag_count is None else tag_count
+    return header + struct.pack(">I", count) + table + body
+
+
+def jpeg_with_profile(
+    profile: bytes, colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)
+) -> bytes:
+    """A JPEG of one colour carrying `profile` (and EXIF, to see that it goes too)."""
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # Make
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(
+        buffer, "JPEG", quality=98, subsampling=0, icc_profile=profile, exif=exif.tobytes()
+    )
+    return buffer.getvalue()

@@ -597,6 +597,17 @@ async def test_private_media_access_on_the_media_routes(
         assert_error(await client.get(refused), 404, "image_not_found")
 
 
+async def test_openapi_says_media_routes_need_no_bearer_token(client: httpx.AsyncClient) -> None:
+    # A signature or nothing at all (a public image) opens them too: the bearer token is one
+    # of the ways in, so the schema offers it or no security at all, as the JSON reads do.
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for route in ("raw", "thumbnail"):
+        operation = paths[f"/users/{{user_id}}/images/{{image_id}}/{route}"]["get"]
+        assert operation["security"] == [{"OAuth2PasswordBearer": []}, {}], route
+        names = {parameter["name"] for parameter in operation["parameters"]}
+        assert {"expires", "signature"} <= names, route
+
+
 async def test_stored_thumbnail_costs_one_query(
     app: FastAPI, client: httpx.AsyncClient, image_host: ImageHost, alice: Account
 ) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from app.images.thumbnail_pool import ThumbnailPool, WorkerFailed
 from app.images.thumbnail_worker import TooManyPixels, render_thumbnail
@@ -190,3 +190,62 @@ async def test_workers_do_not_inherit_the_apis_secrets(
     assert b"PATH=" in environment  # the file is readable and holds the worker's environment
     assert b"the-apis-secret-key" not in environment
     assert b"db-password" not in environment
+
+
+def _srgb_of(profile: bytes, colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """What littlecms makes of `colour` in `profile`, in sRGB."""
+    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+    pixel = Image.new("RGB", (1, 1), colour)
+    converted = ImageCms.profileToProfile(pixel, source, ImageCms.createProfile("sRGB"))
+    assert converted is not None
+    red, green, blue = converted.getpixel((0, 0))  # type: ignore[misc]
+    return red, green, blue
+
+
+def _centre(data: bytes) -> tuple[int, int, int]:
+    image = _open(data).convert("RGB")
+    red, green, blue = image.getpixel((image.width // 2, image.height // 2))  # type: ignore[misc]
+    return red, green, blue
+
+
+def _no_metadata(data: bytes) -> None:
+    image = _open(data)
+    assert not image.getexif()
+    assert not {"exif", "xmp", "icc_profile"} & set(image.info)
+    for marker in (b"EXIF", b"XMP ", b"ICCP", b"PhoneMaker"):
+        assert marker not in data
+
+
+def test_colour_managed_original_is_converted_to_srgb_and_its_profile_removed() -> None:
+    profile = hostile_files.adobe_rgb_like_profile()
+    colour = (40, 180, 90)
+    expected = _srgb_of(profile, colour)
+    # The profile matters for this colour: ignoring it would be visibly wrong.
+    assert abs(expected[0] - colour[0]) > 25
+    data, _, _ = render_thumbnail(
+        hostile_files.jpeg_with_profile(profile, colour), "JPEG", 256, MAX_PIXELS
+    )
+    got = _centre(data)
+    assert all(abs(a - b) <= 4 for a, b in zip(got, expected, strict=True)), (got, expected)
+    _no_metadata(data)
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        b"not an icc profile at all",
+        hostile_files.adobe_rgb_like_profile()[:200],  # cut inside its tag table
+        hostile_files.adobe_rgb_like_profile(tag_count=0xFFFFFFFF),
+        hostile_files.adobe_rgb_like_profile(colorant_offset=0xFFFFFF00),  # past its end
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes(),  # not for RGB
+    ],
+)
+def test_broken_or_unfit_icc_profile_leaves_the_colours_alone(profile: bytes) -> None:
+    colour = (40, 180, 90)
+    data, width, height = render_thumbnail(
+        hostile_files.jpeg_with_profile(profile, colour), "JPEG", 256, MAX_PIXELS
+    )
+    assert (width, height) == (64, 48)
+    got = _centre(data)
+    assert all(abs(a - b) <= 4 for a, b in zip(got, colour, strict=True)), got
+    _no_metadata(data)
