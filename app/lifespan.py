@@ -19,6 +19,7 @@ from app.accounts.security import PasswordHasher, TokenService
 from app.config import Settings
 from app.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from app.gallery.pages import GalleryPages
+from app.http_caching import EntityTags
 from app.images.checker import CheckedImage, ImageChecker
 from app.images.fetcher import (
     ImageTransport,
@@ -99,6 +100,7 @@ def _build_state(options: LifespanOptions, cleanup: AsyncExitStack) -> AppState:
         password_hasher=password_hasher,
         token_service=TokenService(settings, secret_key),
         cursor_codec=CursorCodec(secret_key.encode()),
+        entity_tags=EntityTags(secret_key.encode()),
         rate_limiter=RateLimiter(settings),
         mailer=Mailer(settings),
         account_mails=AccountMails(create_mail_templates(), settings),

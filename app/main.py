@@ -14,6 +14,7 @@ from app.exception_handlers import install_error_handlers
 from app.gallery.router import router as gallery_router
 from app.images.fetcher import ImageTransport, Resolver
 from app.images.media_router import router as media_router
+from app.images.revalidation import GalleryRevalidation
 from app.images.router import router as images_router
 from app.lifespan import LifespanOptions, lifespan
 from app.ops.docs import docs_router, install_openapi
@@ -78,6 +79,8 @@ def create_app(
         app.include_router(metrics_router)
     if settings.docs_enabled:
         app.include_router(docs_router(app))
+    # Innermost: inside every middleware below, before routing.
+    app.add_middleware(GalleryRevalidation)
     install_middleware(app, settings, metrics)
     install_openapi(app)
     return app

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from app.accounts.mails import AccountMails
     from app.accounts.security import PasswordHasher, TokenService
     from app.gallery.pages import GalleryPages
+    from app.http_caching import EntityTags
     from app.images.checker import ImageChecker
     from app.images.link_health import RecheckPolicy
     from app.images.media_urls import MediaUrls
@@ -46,6 +47,7 @@ class AppState:
     password_hasher: PasswordHasher
     token_service: TokenService
     cursor_codec: CursorCodec
+    entity_tags: EntityTags
     rate_limiter: RateLimiter
     mailer: Mailer
     account_mails: AccountMails

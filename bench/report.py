@@ -24,6 +24,9 @@ CREATE_TARGET_CONNECTIONS = 128
 LOGIN_TARGET = 0.8
 DEEP_TARGET = 1.5
 RSS_TARGET_MB = 150
+# A revalidated gallery page (304) against full pages (issue 16).
+REVALIDATE_VS_APP = 3.0
+REVALIDATE_VS_FLOOR = 1.5
 
 
 def _index(runs: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -80,6 +83,34 @@ def _read_verdicts(name: str, c: int, app: dict[str, Any], framework: Run, floor
             f"(target >= {target:.0%}): {_verdict(throughput >= target)}"
         )
     return verdicts
+
+
+def _revalidation_verdicts(
+    runs: dict[tuple[str, str, int], dict[str, Any]], conns: list[int]
+) -> list[str]:
+    """A revalidated gallery page (304) against the full page: the floor's and our own."""
+    lines = []
+    for c in conns:
+        again = runs.get(("gallery_revalidate", "app", c))
+        ours = runs.get(("gallery_page", "app", c))
+        floor = runs.get(("gallery_page", "floor", c))
+        if again is None or ours is None:
+            continue
+        ok = again["rps"] >= REVALIDATE_VS_APP * ours["rps"] and again["p99_ms"] <= ours["p99_ms"]
+        text = (
+            f"- Gallery revalidation (304) at {c} conns: {again['rps']:.0f} req/s = "
+            f"{again['rps'] / ours['rps']:.2f}x our full page (target >= {REVALIDATE_VS_APP}x), "
+            f"p99 {again['p99_ms']:.1f} ms vs the full page's {ours['p99_ms']:.1f} ms "
+            "(target <=)"
+        )
+        if floor:
+            ok = ok and again["rps"] >= REVALIDATE_VS_FLOOR * floor["rps"]
+            text += (
+                f", {again['rps'] / floor['rps']:.2f}x the floor's full page "
+                f"(target >= {REVALIDATE_VS_FLOOR}x)"
+            )
+        lines.append(f"{text}: {_verdict(ok)}")
+    return lines
 
 
 def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -147,6 +178,7 @@ def summarise(doc: dict[str, Any]) -> tuple[list[str], list[str]]:
                     f"- `{deep}` p50 vs `{first}` at {c} conns ({doc['meta']['images']:,} images): "
                     f"{ratio:.2f}x (target <= 1.5x): {_verdict(ratio <= DEEP_TARGET)}"
                 )
+    verdicts.extend(_revalidation_verdicts(runs, conns))
     rss = doc.get("worker_rss_mb_after_mixed")
     if rss:
         verdicts.append(

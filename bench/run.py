@@ -59,6 +59,11 @@ READ_SCENARIOS = (
     "admin_first",
     "admin_deep",
 )
+# Revalidation: gallery pages asked again with the ETag they were answered with (304s),
+# replayed by their own wrk script; reported against `gallery_page` (app and floor).
+REVALIDATE = "gallery_revalidate"
+LUA_SCRIPTS = {REVALIDATE: BENCH_DIR / "lua" / "revalidate.lua"}
+REVALIDATE_GALLERIES = 200
 
 
 def log(message: str) -> None:
@@ -458,6 +463,21 @@ def build_requests(
     return scenarios
 
 
+def revalidation_requests(app_url: str, pages: list[Line]) -> list[Line]:
+    """`gallery_page` lines with the ETag each page has now, in the TOKEN-then-ETAG shape
+    bench/lua/revalidate.lua reads; every one is checked to answer 304 first."""
+    lines = []
+    with httpx.Client(base_url=app_url, timeout=30) as client:
+        for method, path, token, _ in pages[:REVALIDATE_GALLERIES]:
+            etag = client.request(method, path).headers["ETag"]
+            again = client.request(method, path, headers={"If-None-Match": etag})
+            if again.status_code != 304:
+                raise RuntimeError(f"{path} answered {again.status_code} to its own ETag")
+            lines.append((method, path, token, etag))
+    log(f"{len(lines)} gallery pages answer 304 to their ETags")
+    return lines
+
+
 def write_request_file(directory: Path, name: str, lines: list[Line]) -> Path:
     path = directory / f"{name}.tsv"
     path.write_text("".join("\t".join(line) + "\n" for line in lines))
@@ -519,7 +539,7 @@ def wrk(
         "--timeout",
         "20s",
         "-s",
-        str(LUA_SCRIPT),
+        str(LUA_SCRIPTS.get(request_file.stem, LUA_SCRIPT)),
         url,
         "--",
         str(request_file),
@@ -887,7 +907,13 @@ def load_all(
     plan: Plan, servers: Servers, files: dict[str, Path], results: dict[str, Any]
 ) -> list[Run]:
     """Every selected scenario in order; the workers' memory after the mixed load."""
-    order = [*READ_SCENARIOS, *(f"create_{x}ms" for x in plan.latencies), "login", "mixed"]
+    order = [
+        *READ_SCENARIOS,
+        REVALIDATE,
+        *(f"create_{x}ms" for x in plan.latencies),
+        "login",
+        "mixed",
+    ]
     runs: list[Run] = []
     for name in order:
         if not plan.selected(name):
@@ -910,6 +936,10 @@ def run_against_servers(plan: Plan, fixture: Fixture, results: dict[str, Any]) -
         tokens = sign_in(servers.app_url, fixture.user_ids[:SIGNED_IN_USERS])
         codec = CursorCodec(secret.encode())
         scenarios = build_requests(fixture, tokens, codec, servers.image_hosts)
+        if plan.selected(REVALIDATE):
+            scenarios[REVALIDATE] = revalidation_requests(
+                servers.app_url, scenarios["gallery_page"]
+            )
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gallery-bench-")))
         files = {
             name: write_request_file(workdir, name, lines) for name, lines in scenarios.items()

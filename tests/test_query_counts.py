@@ -217,3 +217,45 @@ async def test_gallery_page_costs_at_most_two_queries(
     response, statements = await _get_counted(app, client, "/u/alice", account)
     _assert_within_budget(response, statements)
     assert response.text.count("<img ") == len(gallery["image_ids"])
+
+
+@pytest.mark.parametrize("viewer", [None, "bob", "alice", "admin"])
+@pytest.mark.parametrize("query", ["", "?limit=2", "?status=ok"])
+async def test_gallery_revalidation_costs_one_lookup_besides_authentication(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    gallery: dict[str, Any],
+    viewer: str | None,
+    query: str,
+) -> None:
+    """A current `If-None-Match` is answered from the gallery's version alone: no image is
+    read. Signed out that is one statement; signed in, the token's check is the other."""
+    alice: Account = gallery["alice"]
+    await _seed_images(app, alice, 2, "private")
+    account = gallery[viewer] if viewer else None
+    path = f"/users/{alice.id}/images{query}"
+    full, statements = await _get_counted(app, client, path, account)
+    _assert_within_budget(full, statements)
+    headers = {**(account.headers if account else {}), "If-None-Match": full.headers["ETag"]}
+    with count_statements(app) as statements:
+        revalidated = await client.get(path, headers=headers)
+    assert revalidated.status_code == 304
+    assert len(statements) == 1 + (account is not None), statements
+    lookup = statements[-1].lower()
+    assert "gallery_version" in lookup
+    assert "from users" in lookup
+    assert "images" not in lookup
+
+
+async def test_a_stale_tag_costs_one_lookup_more_than_a_plain_read(
+    app: FastAPI, client: httpx.AsyncClient, gallery: dict[str, Any]
+) -> None:
+    alice: Account = gallery["alice"]
+    path = f"/users/{alice.id}/images"
+    plain, statements = await _get_counted(app, client, path)
+    _assert_within_budget(plain, statements)
+    with count_statements(app) as stale_statements:
+        stale = await client.get(path, headers={"If-None-Match": '"stale"'})
+    assert stale.status_code == 200
+    assert stale.content == plain.content
+    assert len(stale_statements) == len(statements) + 1

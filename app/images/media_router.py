@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from app.db import SessionDep
 from app.errors import error_responses
+from app.http_caching import if_none_match_matches
 from app.images.dependencies import ImageCheckerDep
 from app.images.errors import (
     ImageTooLarge,
@@ -60,13 +61,6 @@ async def read_original(
     return OriginalResponse(checker, image.image_url, settings.image_proxy_max_bytes)
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if if_none_match is None:
-        return False
-    candidates = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return "*" in candidates or etag in candidates
-
-
 @router.get(
     "/users/{user_id}/images/{image_id}/thumbnail",
     response_class=Response,
@@ -102,6 +96,6 @@ async def read_thumbnail(
     etag = f'"{stored.etag}"'
     public = thumbnail.image["visibility"] == Visibility.PUBLIC
     headers = {"ETag": etag, "Cache-Control": "public, max-age=86400" if public else "private"}
-    if _matches(if_none_match, etag):
+    if if_none_match_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     return Response(content, media_type=THUMBNAIL_MEDIA_TYPE, headers=headers)

@@ -42,8 +42,10 @@ from app.images.link_health import (
     healthy_values,
 )
 from app.images.models import Image
+from app.images.schemas import ImageRead
 from app.images.thumbnails import forget_thumbnails
 from app.images.url_guard import NormalisedUrl, normalise_image_url
+from app.users.service import galleries_changed
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,7 @@ class ClaimedImage:
     """An image a worker holds the claim on, with what its check needs."""
 
     id: int
+    user_id: int
     image_url: str
     etag: str | None
     last_modified: str | None
@@ -156,6 +159,14 @@ class _Write:
 
 
 GUARD_COLUMNS = (("v_id", "id"), ("v_claim", "recheck_claim"), ("v_url", "image_url"))
+# Columns an image answer shows: a write that sets any of them changes its gallery's pages
+# (a check's outcome always does: it sets `checked_at`); a postponement does not.
+SHOWN_COLUMNS = frozenset(ImageRead.model_fields)
+
+
+def _shows_change(shape: Shape) -> bool:
+    written, _ = shape
+    return not SHOWN_COLUMNS.isdisjoint(written)
 
 
 def _rows_for(count: int) -> int:
@@ -255,6 +266,12 @@ class _GroupedWrites:
             stored: set[int] = set()
             try:
                 async with self._sessionmaker() as session, session.begin():
+                    # The galleries' versions first, as every gallery write takes them (see
+                    # `galleries_changed`); an outcome that then stores nothing moved its
+                    # gallery's version for nothing, which costs a client one full answer.
+                    await galleries_changed(
+                        session, (w.image.user_id for w in batch if _shows_change(w.shape))
+                    )
                     for shape, writes in shapes.items():
                         rows = _rows_for(len(writes))
                         statement = self._statements.get((shape, rows))
@@ -429,6 +446,7 @@ class Rechecker:
             updated_at=images.c.updated_at,  # a claim is no change to the image
         ).returning(
             images.c.id,
+            images.c.user_id,
             images.c.image_url,
             images.c.etag,
             images.c.last_modified,
@@ -458,6 +476,7 @@ class Rechecker:
         return [
             ClaimedImage(
                 id=row.id,
+                user_id=row.user_id,
                 image_url=row.image_url,
                 etag=row.etag,
                 last_modified=row.last_modified,

@@ -10,6 +10,7 @@ from app.accounts.dependencies import AdminUser, OptionalUser
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
+from app.http_caching import RevalidationDep
 from app.images import service
 from app.images.dependencies import (
     EditableGalleryDep,
@@ -70,12 +71,16 @@ async def list_user_images(
     media_urls: MediaUrlsDep,
     page: PageParamsDep,
     viewer: OptionalUser,
+    revalidation: RevalidationDep,
     status: StatusFilter = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[dict[str, Any]] | Response:
     """A user's gallery, newest first, optionally only the images with one link status:
-    public images for everyone, private ones too for the owner and admins."""
-    return await service.list_user_images(
-        session, cursors, media_urls, viewer, user_id, page, status
+    public images for everyone, private ones too for the owner and admins. Revalidate with
+    `If-None-Match`: a current copy is answered 304 after one lookup."""
+    return revalidation.answer(
+        await service.list_user_images(
+            session, cursors, media_urls, revalidation, viewer, user_id, page, status
+        )
     )
 
 
@@ -119,9 +124,11 @@ async def read_image(
     session: SessionDep,
     media_urls: MediaUrlsDep,
     viewer: OptionalUser,
-) -> dict[str, Any]:
+    revalidation: RevalidationDep,
+) -> dict[str, Any] | Response:
     """One image of a user's gallery; a private one only for its owner and admins."""
-    return await service.read_user_image(session, media_urls, viewer, user_id, image_id)
+    image = await service.read_user_image(session, media_urls, viewer, user_id, image_id)
+    return revalidation.content(image, private=viewer is not None)
 
 
 @router.patch(
@@ -213,14 +220,16 @@ async def list_all_images(
     media_urls: MediaUrlsDep,
     page: PageParamsDep,
     _: AdminUser,
+    revalidation: RevalidationDep,
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
     status: StatusFilter = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[dict[str, Any]] | Response:
     """Every user's images, private ones included, newest first, optionally one user's and
     one link status."""
-    return await service.list_all_images(session, cursors, media_urls, page, user_id, status)
+    images = await service.list_all_images(session, cursors, media_urls, page, user_id, status)
+    return revalidation.content(images, private=True)
 
 
 @router.get(

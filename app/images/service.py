@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.db import MAX_ID, end_read_transaction, utcnow
+from app.http_caching import NOT_MODIFIED, NotModified, Revalidation
 from app.images.checker import CheckedImage, ImageChecker
 from app.images.errors import (
     ImageChanged,
@@ -34,10 +35,15 @@ from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.images.visibility import Visibility, may_see_private_images
-from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
+from app.pagination import CursorCodec, Keyset, Listing, PageParams, keyset, paginate
 from app.users.errors import UserNotFound
 from app.users.models import User
-from app.users.service import ensure_user_exists
+from app.users.service import (
+    GALLERY_VERSION,
+    ensure_user_exists,
+    galleries_changed,
+    gallery_version,
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,31 @@ _GALLERY = keyset(
     id_column=_images.id,
     newest_first=True,
 )
+# A gallery page as `GET /users/{user_id}/images` reads it: each row also carries the
+# gallery's version (an uncorrelated subquery, evaluated once per statement), so a full page
+# costs one statement and its rows and its tag come from the same snapshot.
+_VERSION_KEY = "gallery_version"
+_VERSION_COLUMN = GALLERY_VERSION.scalar_subquery().label(_VERSION_KEY)
+
+
+def _versioned(where: Any) -> Keyset:
+    return keyset(
+        select(*_images, _VERSION_COLUMN).where(*where),
+        id_column=_images.id,
+        newest_first=True,
+    )
+
+
+_OWNER = _images.user_id == bindparam("owner_id")
+_PUBLIC = _images.visibility == Visibility.PUBLIC.value
+_BY_STATUS = _images.status == bindparam("status")
+# (sees private images, filters by status) -> the listing.
+_VERSIONED_GALLERIES = {
+    (True, False): _versioned((_OWNER,)),
+    (False, False): _versioned((_OWNER, _PUBLIC)),
+    (True, True): _versioned((_OWNER, _BY_STATUS)),
+    (False, True): _versioned((_OWNER, _BY_STATUS, _PUBLIC)),
+}
 # What everyone but the owner and admins sees of a gallery (the (user_id, id) index still
 # serves it, newest first).
 PUBLIC_GALLERY = keyset(
@@ -117,23 +148,59 @@ def gallery_listing(user_id: int) -> str:
     return f"user-images:{user_id}"
 
 
+PUBLIC_VIEW = "public"
+
+
+def _gallery_view(viewer: User | None, user_id: int) -> str:
+    """Which of a gallery's answers `viewer` gets: part of its pages' tags, so a tag
+    issued to the owner or an admin never validates the public view, nor the reverse."""
+    if viewer is None or not may_see_private_images(viewer, user_id):
+        return PUBLIC_VIEW
+    return "owner" if viewer.id == user_id else "admin"
+
+
+def gallery_tag_parts(version: int, view: str, window: int | None) -> tuple[object, ...]:
+    """What a gallery page's tag is made of besides its URL (`app.images.revalidation`
+    makes the same tags without a request)."""
+    return (version, view, window)
+
+
+def _gallery_is_current(
+    revalidation: Revalidation,
+    media_urls: MediaUrls,
+    viewer: User | None,
+    user_id: int,
+    version: int,
+) -> bool:
+    """Tag a gallery page (the request's path and query carry the page, its size and its
+    filter) and say whether the client's copy is current. A view with private images also
+    depends on the window of their signed media URLs, read here before the page's URLs are
+    signed, so a tag never promises URLs newer than the ones the client holds."""
+    view = _gallery_view(viewer, user_id)
+    window = media_urls.signer.expiry() if view != PUBLIC_VIEW else None
+    parts = gallery_tag_parts(version, view, window)
+    return revalidation.current(*parts, private=viewer is not None)
+
+
 async def list_user_images(
     session: AsyncSession,
     cursors: CursorCodec,
     media_urls: MediaUrls,
+    revalidation: Revalidation,
     viewer: User | None,
     user_id: int,
     page: PageParams,
     status: str | None = None,
-) -> Listing[dict[str, Any]]:
+) -> Listing[dict[str, Any]] | NotModified:
     """A user's images, newest first: the private ones only for the owner and admins; only
-    those with `status` when it is given."""
+    those with `status` when it is given. `NOT_MODIFIED` when the client's copy of the page
+    is current, decided by one lookup of the gallery's version before any image is read."""
+    if revalidation.requested:
+        version = await gallery_version(session, user_id)
+        if _gallery_is_current(revalidation, media_urls, viewer, user_id, version):
+            return NOT_MODIFIED
     parameters, suffix = _status_filter(status)
-    sees_private = may_see_private_images(viewer, user_id)
-    if status is None:
-        listing_query = _GALLERY if sees_private else PUBLIC_GALLERY
-    else:
-        listing_query = _GALLERY_BY_STATUS if sees_private else _PUBLIC_GALLERY_BY_STATUS
+    listing_query = _VERSIONED_GALLERIES[may_see_private_images(viewer, user_id), bool(status)]
     images = await paginate(
         session,
         listing_query,
@@ -142,10 +209,15 @@ async def list_user_images(
         cursors=cursors,
         page=page,
     )
-    # A page with images proves the owner exists (the foreign key): only an empty page
-    # needs the second lookup that tells an empty gallery from a missing user.
-    if not images.items:
-        await ensure_user_exists(session, user_id)
+    # A page with images proves the owner exists (the foreign key) and carries the version:
+    # only an empty page needs the lookup that tells an empty gallery from a missing user.
+    if images.items:
+        version = images.items[0][_VERSION_KEY]
+        for row in images.items:
+            del row[_VERSION_KEY]
+    else:
+        version = await gallery_version(session, user_id)
+    _gallery_is_current(revalidation, media_urls, viewer, user_id, version)
     media_urls.attach(images.items)
     return images
 
@@ -288,6 +360,7 @@ async def create_image(
         visibility=data.visibility.value,
         **_new_link(checked, policy),
     )
+    await galleries_changed(session, (user_id,))  # before the image is written
     session.add(image)
     await _flush_image(session)
     return image_answer(media_urls, image)
@@ -307,6 +380,7 @@ async def update_image(
     user_id = gallery.owner_id
     image = await get_user_image(session, user_id, image_id)
     fields = changes.model_dump(exclude_unset=True)
+    checked = None
     if fields.get("image_url") is not None:
         url = normalise_image_url(fields["image_url"])
         if str(url) != image.image_url:
@@ -314,9 +388,11 @@ async def update_image(
                 raise ImageDuplicate()
             await end_read_transaction(session)
             checked = await checker.check(url)
-            for name, value in _new_link(checked, policy).items():
-                setattr(image, name, value)
-            await invalidate_thumbnails(session, image.id)
+    await galleries_changed(session, (user_id,))  # before any image write
+    if checked is not None:
+        for name, value in _new_link(checked, policy).items():
+            setattr(image, name, value)
+        await invalidate_thumbnails(session, image.id)
     if "title" in fields:
         image.title = fields["title"]
     if changes.visibility is not None:
@@ -358,6 +434,7 @@ async def recheck_image(
         raise  # the host asked to wait: no failure of the image's
     except ImageCheckFailed as exc:
         now = utcnow()
+        await galleries_changed(session, (user_id,))  # before the image is written
         await session.execute(
             guarded.values(
                 **failed_values(policy, now, failure_count + 1, exc.code), updated_at=now
@@ -372,6 +449,8 @@ async def recheck_image(
     changed = content_changed(stored_fingerprint, checked)
     if changed:
         values["content_changed_at"] = now
+    # Before the image is written; undone with the rest when the image changed meanwhile.
+    await galleries_changed(session, (user_id,))
     result = await session.execute(guarded.values(**values))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         await get_user_image(session, user_id, image_id)  # ImageNotFound when it was deleted
@@ -419,6 +498,7 @@ async def link_health_summary(session: AsyncSession) -> LinkHealthSummary:
 async def delete_image(session: AsyncSession, gallery: EditableGallery, image_id: int) -> None:
     """Remove one image from a gallery."""
     image = await get_user_image(session, gallery.owner_id, image_id)
+    await galleries_changed(session, (gallery.owner_id,))  # before the image is deleted
     await session.delete(image)
     await session.flush()
 
@@ -443,19 +523,22 @@ async def delete_all_images(session: AsyncSession, *, batch_size: int = DELETE_B
     deleted = 0
     while last_id is not None:
         batch = (
-            select(Image.id)
-            .where(Image.id <= last_id)
-            .order_by(Image.id)
-            .limit(batch_size)
-            .scalar_subquery()
-        )
+            await session.execute(
+                select(Image.id, Image.user_id)
+                .where(Image.id <= last_id)
+                .order_by(Image.id)
+                .limit(batch_size)
+            )
+        ).all()
+        if not batch:
+            break
+        # The batch's galleries' versions first (the lock order of every gallery write),
+        # then its images, in one transaction: a reader never sees them gone under old tags.
+        await galleries_changed(session, (row.user_id for row in batch))
         result = await session.execute(
-            delete(Image).where(Image.id.in_(batch)),
+            delete(Image).where(Image.id.in_([row.id for row in batch])),
             execution_options={"synchronize_session": False},
         )
         await session.commit()
-        count = int(getattr(result, "rowcount", 0))
-        if count == 0:
-            break
-        deleted += count
+        deleted += int(getattr(result, "rowcount", 0))
     return deleted

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
+from app.http_caching import RevalidationDep
 from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users import service
 from app.users.dependencies import UserIdPath
@@ -26,9 +27,9 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="The signed-in user",
     responses=error_responses(NotAuthenticated),
 )
-async def read_me(user: CurrentUser) -> User:
+async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> UserPrivate | Response:
     """The signed-in user, email included."""
-    return user
+    return revalidation.content(UserPrivate.model_validate(user), private=True)
 
 
 @router.get(
@@ -38,10 +39,11 @@ async def read_me(user: CurrentUser) -> User:
     responses=error_responses(InvalidCursor),
 )
 async def list_users(
-    session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep
-) -> Listing[dict[str, Any]]:
+    session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep, revalidation: RevalidationDep
+) -> Listing[dict[str, Any]] | Response:
     """Public profiles of all users in id order, without emails."""
-    return await service.list_users(session, cursors, page)
+    users = await service.list_users(session, cursors, page)
+    return revalidation.content(users, private=False, vary=False)
 
 
 @router.get(
@@ -53,13 +55,14 @@ async def list_users(
     responses=error_responses(UserNotFound, InvalidToken, InvalidInput),
 )
 async def read_user(
-    user_id: UserIdPath, session: SessionDep, viewer: OptionalUser
-) -> UserPrivate | UserPublic:
+    user_id: UserIdPath, session: SessionDep, viewer: OptionalUser, revalidation: RevalidationDep
+) -> UserPrivate | UserPublic | Response:
     """A user's public profile; the email is shown only to the user themself and to admins."""
     user = await service.get_user(session, user_id)
+    profile: UserPrivate | UserPublic = UserPublic.model_validate(user)
     if viewer is not None and (viewer.id == user.id or viewer.is_admin):
-        return UserPrivate.model_validate(user)
-    return UserPublic.model_validate(user)
+        profile = UserPrivate.model_validate(user)
+    return revalidation.content(profile, private=viewer is not None)
 
 
 @router.patch(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import MAX_ID
@@ -51,6 +52,41 @@ async def list_users(
 ) -> Listing[dict[str, Any]]:
     """Users in id order, one page at a time: what anyone may see of them."""
     return await paginate(session, _USERS, {}, listing=USERS_LISTING, cursors=cursors, page=page)
+
+
+_users_table = cast(Table, User.__table__)
+
+# One indexed read by primary key: all a gallery page's revalidation costs.
+GALLERY_VERSION = select(_users.gallery_version).where(_users.id == bindparam("owner_id"))
+
+
+async def gallery_version(session: AsyncSession, user_id: int) -> int:
+    """The version of the user's gallery; `UserNotFound` when there is no such user."""
+    if not 0 < user_id <= MAX_ID:
+        raise UserNotFound()
+    version = (await session.execute(GALLERY_VERSION, {"owner_id": user_id})).scalar()
+    if version is None:
+        raise UserNotFound()
+    return int(version)
+
+
+async def galleries_changed(session: AsyncSession, user_ids: Iterable[int]) -> None:
+    """Move these users' gallery versions on, in the caller's transaction. Every write to
+    what a gallery shows calls this BEFORE its image writes, so all of them lock rows in one
+    order, the users' (by id) then the images', which is also the order of an account
+    deletion (the user's row, then its images by the cascade): concurrent writers to one
+    gallery queue on its user's row instead of deadlocking. The galleries' tags change when
+    the transaction commits, which is before the write's response is sent (`app.db`)."""
+    ids = sorted(set(user_ids))
+    if not ids:
+        return
+    column = _users_table.c.gallery_version
+    await session.execute(
+        update(_users_table)
+        .where(_users_table.c.id.in_(ids))
+        .values(gallery_version=column + 1)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def update_user(session: AsyncSession, user_id: int, changes: UserAdminUpdate) -> User:

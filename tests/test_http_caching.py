@@ -1,0 +1,72 @@
+"""The pure parts of conditional reads: `If-None-Match` as RFC 9110 section 13.1.2 reads it,
+and opaque tags."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from app.http_caching import EntityTags, if_none_match_matches
+
+TAG = '"abc-_9"'
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        TAG,
+        f"W/{TAG}",
+        f'"other", {TAG}',
+        f'"other",{TAG} , "third"',
+        f'W/"other", W/{TAG}',
+        "*",
+        " * ",
+    ],
+)
+def test_if_none_match_names_the_tag(header: str) -> None:
+    assert if_none_match_matches(header, TAG)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        '"abc-_"',  # a prefix of the tag
+        '"abc-_9x"',  # the tag is a prefix
+        "abc-_9",  # unquoted
+        f"w/{TAG}",  # the weak prefix is case-sensitive
+        f"{TAG[:-1]}",  # unterminated
+        f'"x" {TAG}',  # no comma between members
+        f"*, {TAG}",  # `*` is only ever alone
+        f'"a"b, {TAG}',  # a malformed member spoils the list: no 304 on a guess
+        '"other"',
+        "W/",
+    ],
+)
+def test_if_none_match_refuses_anything_else(header: str | None) -> None:
+    assert not if_none_match_matches(header, TAG)
+
+
+def test_tags_are_strong_opaque_and_depend_on_every_part_and_the_key() -> None:
+    tags = EntityTags(b"secret")
+    stamp = datetime(2026, 12, 2, tzinfo=UTC)
+    tag = tags.tag("/users/1/images", 7, "public", stamp)
+    assert tag.startswith('"')
+    assert tag.endswith('"')
+    assert not tag.startswith("W/")
+    assert "users" not in tag
+    assert "public" not in tag
+    assert tag == tags.tag("/users/1/images", 7, "public", stamp)
+    assert tag == EntityTags(b"secret").tag("/users/1/images", 7, "public", stamp)
+    others = {
+        tags.tag("/users/2/images", 7, "public", stamp),
+        tags.tag("/users/1/images", 8, "public", stamp),
+        tags.tag("/users/1/images", 7, "owner", stamp),
+        tags.tag("/users/1/images?limit=5", 7, "public", stamp),
+        tags.tag("/users/1/images", 7, "public", stamp.replace(microsecond=1)),
+        EntityTags(b"other secret").tag("/users/1/images", 7, "public", stamp),
+    }
+    assert tag not in others
+    assert len(others) == 6
