@@ -70,3 +70,27 @@ def test_tags_are_strong_opaque_and_depend_on_every_part_and_the_key() -> None:
     }
     assert tag not in others
     assert len(others) == 6
+
+
+def test_content_tags_follow_every_value_of_a_page_and_nothing_else() -> None:
+    tags = EntityTags(b"secret")
+    stamp = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def page(**change: object) -> dict[str, object]:
+        items = [
+            {"id": n, "title": f"t{n}", "checked_at": stamp, "last_error": None} for n in (1, 2)
+        ]
+        items[1].update(change)
+        return {"items": items, "next_cursor": None}
+
+    tag = tags.tag("/images", page())
+    assert tag == tags.tag("/images", page())  # equal content, new objects: the same tag
+    changed = {
+        tags.tag("/images", page(title="t3")),
+        tags.tag("/images", page(id="2")),  # a string is not the number
+        tags.tag("/images", page(checked_at=stamp.replace(microsecond=1))),
+        tags.tag("/images", page(last_error="image_url_unreachable")),
+        tags.tag("/images", page(extra=True)),
+    }
+    assert tag not in changed
+    assert len(changed) == 5
