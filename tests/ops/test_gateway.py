@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.images.revalidation import GalleryRevalidation
 from app.ops import logs
 from app.ops.logs import may_hold_secret, redact
 from app.ops.metrics import Metrics
@@ -41,8 +42,12 @@ def _access_lines(run_logs: LogCapture, start: int) -> list[Any]:
     return [r for r in run_logs.records[start:] if r.name == "app.access"]
 
 
-def test_the_app_has_one_middleware_layer_of_ours(app: FastAPI) -> None:
-    assert [m.cls for m in app.user_middleware] == [GatewayMiddleware]
+def test_the_app_has_one_middleware_layer_of_ours_and_the_gallery_short_way_inside_it(
+    app: FastAPI,
+) -> None:
+    # The gallery's short way answers signed-out revalidations before routing; it must sit
+    # inside the gateway, so those 304s are still logged, counted and given their headers.
+    assert [m.cls for m in app.user_middleware] == [GatewayMiddleware, GalleryRevalidation]
 
 
 class TestRefusals:
