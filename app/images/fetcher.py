@@ -49,6 +49,13 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_CONNECT_ATTEMPTS = 3
 # The status line and headers of one answer, at most (a larger head is refused).
 MAX_HEAD_BYTES = 16 * 1024
+# What else of an answer may be framing rather than body: trailers and chunk extensions
+# together, and a little per chunk for its size line (a host that sends endless trailers, a
+# chunk size of endless zeros or an endless extension is refused after this much).
+MAX_FRAMING_BYTES = MAX_HEAD_BYTES
+FRAMING_PER_CHUNK = 32
+# Informational (1xx) answers skipped before the real one, at most.
+MAX_INFORMATIONAL = 5
 # A redirect's body is read to its end, so that the connection can serve the next hop, only
 # when it is this small; a larger one costs the connection instead.
 MAX_DRAINED_BODY = 16 * 1024
@@ -151,30 +158,47 @@ class Fetched:
 
 # What may go on a request line or in a header we send: visible ASCII, spaces and tabs in
 # values, never a line break (a stored validator or a URL could otherwise add a header).
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")
-_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_FIELD_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+# (fullmatch: `$` would also match before a final line feed.)
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
 
 def _request_bytes(method: str, url: httpx.URL, headers: Mapping[str, str]) -> bytes:
     """The request's head, written out: no body, so nothing else follows it."""
     target = url.raw_path
-    if method not in ("GET", "HEAD") or not _TARGET.match(target):
+    if method not in ("GET", "HEAD") or not _TARGET.fullmatch(target):
         raise HttpProtocolError("not a request this fetcher sends")
     lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, url.netloc)]
     for name, value in headers.items():
-        if not (_FIELD_NAME.match(name) and _FIELD_VALUE.match(value)):
+        if not (_FIELD_NAME.fullmatch(name) and _FIELD_VALUE.fullmatch(value)):
             raise HttpProtocolError(f"header {name!r} cannot be sent")
         lines.append(b"%s: %s\r\n" % (name.encode("ascii"), value.encode("ascii")))
     lines.append(b"\r\n")
     return b"".join(lines)
 
 
+class _NextMessage(Exception):
+    """Raised in the parser's callback to stop it where a second answer would begin."""
+
+
 class _Message:
     """What the parser (httptools, over llhttp) found in one answer: the head's fields, body
-    pieces not yet taken, and whether the answer ended."""
+    pieces not yet taken, and whether the answer ended. The parser stops where a second
+    answer would begin: what follows an answer is never parsed as part of it."""
 
-    __slots__ = ("body", "complete", "extra", "headers", "keep_alive", "messages", "parser")
+    __slots__ = (
+        "body",
+        "body_bytes",
+        "chunks",
+        "complete",
+        "extra",
+        "head_done",
+        "headers",
+        "keep_alive",
+        "messages",
+        "parser",
+    )
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -189,21 +213,31 @@ class _Message:
         self.complete = False
         self.messages = 0
         self.extra = False  # bytes after the answer: the host says more than it was asked
+        self.head_done = False
+        self.body_bytes = 0  # in all, taken or not
+        self.chunks = 0
 
     def on_message_begin(self) -> None:
         self.messages += 1
         if self.messages > 1:
             self.extra = True
+            raise _NextMessage
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.head_done:  # trailers are parsed (and limited), never kept
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self.head_done = True
         # Asked now: once the answer is complete, the parser has forgotten its head.
         self.keep_alive = self.parser.should_keep_alive()
 
+    def on_chunk_header(self) -> None:
+        self.chunks += 1
+
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.body_bytes += len(body)
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -212,22 +246,32 @@ class _Message:
 class _Answer:
     """One answer's status line and head, parsed; the parser stays for its body."""
 
-    __slots__ = ("message", "parser", "status_code", "until_close")
+    __slots__ = ("fed", "message", "parser", "status_code", "until_close")
 
     def __init__(self, head: bytes) -> None:
         self.message = _Message()
         self.parser = self.message.parser
+        self.fed = 0  # bytes given to the parser, head included
         self.feed(head)
         self.status_code = self.parser.get_status_code()
+        if self.message.messages == 0 or self.status_code < 100:
+            raise HttpProtocolError("not an answer's status line")
         self.until_close = False  # the body ends when the host closes the connection
 
     def feed(self, data: bytes) -> None:
+        message = self.message
+        self.fed += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            if not self.message.complete:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            if not message.complete:
                 raise HttpProtocolError(str(exc)) from exc
-            self.message.extra = True  # the answer is whole; what follows it is not ours
+            message.extra = True  # the answer is whole; what follows it is not ours
+        if message.complete:
+            return
+        framing = self.fed - message.body_bytes
+        if framing > MAX_HEAD_BYTES + MAX_FRAMING_BYTES + FRAMING_PER_CHUNK * message.chunks:
+            raise HttpProtocolError("answer framing too large")
 
 
 class _Connection:
@@ -250,13 +294,8 @@ class _Connection:
         request = _request_bytes(method, url, headers)
         self.reusable = False
         self.writer.write(request)
-        while True:
-            answer = _Answer(await self._read_head())
-            message, status = answer.message, answer.status_code
-            if status == 101 or message.extra:  # nobody asked to switch protocols
-                raise HttpProtocolError("unexpected answer")
-            if status >= 200:
-                break  # 1xx: the answer follows
+        answer = await self._final_answer()
+        message, status = answer.message, answer.status_code
         if method == "HEAD" or status in (204, 304):
             # No body, whatever the head says (llhttp cannot be told a HEAD's answer has
             # none): the answer ends with its head; anything after it is unasked for.
@@ -271,6 +310,16 @@ class _Connection:
         if message.complete:
             self.answer_done(answer)
         return answer
+
+    async def _final_answer(self) -> _Answer:
+        """The answer's head, after at most `MAX_INFORMATIONAL` 1xx answers."""
+        for _ in range(MAX_INFORMATIONAL + 1):
+            answer = _Answer(await self._read_head())
+            if answer.status_code == 101 or answer.message.extra:  # nobody asked to switch
+                raise HttpProtocolError("unexpected answer")
+            if answer.status_code >= 200:
+                return answer  # 1xx: the answer follows
+        raise HttpProtocolError("too many informational answers")
 
     async def _read_head(self) -> bytes:
         while True:

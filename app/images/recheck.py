@@ -499,9 +499,11 @@ class Rechecker:
     async def _check_and_store(self, image: ClaimedImage, stop: asyncio.Event) -> str:
         target: NormalisedUrl | str
         try:
-            # Parsed once: the host name counts politeness, the checker takes it as is.
+            # Parsed once: the host name counts politeness, the checker takes it as is. The
+            # name as sent (ASCII, the fetcher's key too): `.host` would decode punycode, and
+            # fails on a label such as `xn--a` that the URL guard keeps as typed.
             target = normalise_image_url(image.image_url)
-            host = target.host.lower()
+            host = target.raw_host.decode("ascii").lower()
         except ImageCheckFailed:
             target, host = image.image_url, ""  # the check refuses it, and reports why
         if self._host_is_busy(host):

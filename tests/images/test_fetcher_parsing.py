@@ -5,11 +5,13 @@ and counts the connections and requests it receives."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
+from app.images.checker import ImageChecker
 from app.images.errors import ImageUrlUnreachable
 from app.images.fetcher import (
     MAX_HEAD_BYTES,
@@ -23,6 +25,11 @@ from tests.conftest import make_settings
 from tests.support.image_host import LoopbackResolver, make_image
 
 PNG = make_image("PNG")
+# What a host may push before the client gives up on an endless answer: what the client read
+# (a head's worth, one read more) plus the kernel's buffers; far below what a client that
+# kept reading to the deadline would take (hundreds of MiB on loopback).
+BOUNDED = 1024 * 1024
+UPGRADE = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
 Script = Callable[[bytes, asyncio.StreamWriter], bytes | None]
 
 
@@ -155,12 +162,181 @@ async def test_oversized_head_is_refused_without_reading_on(
         await session.request("GET", raw_host.url(), read_limit=65536)
 
 
-async def test_endless_head_without_blank_line_is_refused(
+class Flood:
+    """A script that answers with `first`, then `unit` over and over until the client
+    closes, counting the bytes the host got rid of (its send buffer kept small)."""
+
+    def __init__(self, first: bytes, unit: bytes) -> None:
+        self.first, self.blob = first, unit * (65536 // len(unit) + 1)
+        self.sent = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def __call__(self, head: bytes, writer: asyncio.StreamWriter) -> None:
+        self.tasks.append(asyncio.create_task(self._flood(writer)))
+
+    async def _flood(self, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        writer.write(self.first)
+        try:
+            while self.sent < 1 << 30:
+                writer.write(self.blob)
+                await writer.drain()
+                self.sent += len(self.blob)
+        except OSError:
+            pass  # the client closed
+
+    async def bytes_sent(self) -> int:
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 5)
+        return self.sent
+
+
+async def _refused_by_protocol(session: FetchSession, url: httpx.URL, method: str = "GET") -> None:
+    """The request fails on the answer's own faults, not by running into the deadline."""
+    with pytest.raises(ImageUrlUnreachable) as caught:
+        await session.request(method, url, read_limit=65536)
+    assert isinstance(caught.value.__cause__, HttpProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("first", "unit"),
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\n", b"X: y\r\n", id="endless-head"),
+        pytest.param(b"", b"\r\n\r\n", id="endless-blank-lines"),
+        pytest.param(b"", b"HTTP/1.1 100 Continue\r\n\r\n", id="endless-100-continue"),
+        pytest.param(b"", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", id="endless-103"),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+            b"X: y\r\n",
+            id="endless-trailers",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: ",
+            b"y",
+            id="endless-trailer-value",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=",
+            b"b",
+            id="endless-chunk-extension",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"0",
+            id="endless-leading-zeros-in-a-chunk-size",
+        ),
+    ],
+)
+async def test_endless_framing_is_refused_after_a_bounded_read(
+    raw_host: RawHost, session: FetchSession, first: bytes, unit: bytes
+) -> None:
+    flood = Flood(first, unit)
+    raw_host.script = flood
+    await _refused_by_protocol(session, raw_host.url())
+    assert await flood.bytes_sent() < BOUNDED
+
+
+@pytest.mark.parametrize("status", ["099 Early", "000 Zero", "099"])
+async def test_status_below_100_is_refused(
+    raw_host: RawHost, session: FetchSession, status: str
+) -> None:
+    raw_host.script = lambda head, writer: _answer(status, "Content-Length: 0\r\n")
+    await _refused_by_protocol(session, raw_host.url())
+
+
+async def test_leading_blank_lines_are_refused(raw_host: RawHost, session: FetchSession) -> None:
+    raw_host.script = lambda head, writer: b"\r\n\r\n" + _png(head, writer)
+    await _refused_by_protocol(session, raw_host.url())
+
+
+async def test_a_few_informational_answers_are_skipped(
     raw_host: RawHost, session: FetchSession
 ) -> None:
-    raw_host.script = lambda head, writer: b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 1_000_000
+    hints = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" * 3
+    raw_host.script = lambda head, writer: (
+        b"HTTP/1.1 100 Continue\r\n\r\n" + hints + _png(head, writer)
+    )
+    got = await session.request("GET", raw_host.url(), read_limit=65536)
+    assert (got.status_code, got.body) == (200, PNG)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            UPGRADE,
+            id="upgrade",
+        ),
+        pytest.param(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+            b"Content-Length: 4\r\n\r\nABCD",
+            id="upgrade-with-length",
+        ),
+    ],
+)
+async def test_upgrade_answer_is_refused(
+    raw_host: RawHost, session: FetchSession, answer: bytes
+) -> None:
+    raw_host.script = lambda head, writer: answer
+    await _refused_by_protocol(session, raw_host.url())
+
+
+async def test_upgrade_answer_is_refused_by_the_checker(raw_host: RawHost) -> None:
+    raw_host.script = lambda head, writer: UPGRADE
+    settings = make_settings("sqlite+aiosqlite://", image_fetch_allowed_ports=[raw_host.port])
+    checker = ImageChecker(create_image_transport(settings), settings, LoopbackResolver())
     with pytest.raises(ImageUrlUnreachable):
-        await session.request("HEAD", raw_host.url())
+        await checker.check(str(raw_host.url()))
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEFGH", id="second-answer"),
+        pytest.param(
+            b"HTTP/1.1 101 S\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", id="upgrade-head"
+        ),
+        pytest.param(b"garbage\r\n\r\n", id="garbage"),
+    ],
+)
+async def test_bytes_after_a_complete_answer_are_not_its_body(
+    raw_host: RawHost, session: FetchSession, after: bytes
+) -> None:
+    def glued(head: bytes, _: asyncio.StreamWriter) -> bytes:
+        return _answer("200 OK", "Content-Length: 4\r\n", b"ABCD" + after)
+
+    raw_host.script = glued
+    got = await session.request("GET", raw_host.url(), read_limit=65536)
+    assert (got.body, got.complete) == (b"ABCD", True)
+    await session.request("GET", raw_host.url(), read_limit=65536)
+    assert raw_host.connections == 2  # a connection that said more than asked is not reused
+
+
+async def test_trickling_body_ends_with_the_checks_deadline(raw_host: RawHost) -> None:
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(_answer("200 OK", "Content-Type: image/png\r\nContent-Length: 100000\r\n"))
+        try:
+            for byte in PNG * 100:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+        except OSError:
+            pass
+
+    tasks: list[asyncio.Task[None]] = []
+
+    def slow(head: bytes, writer: asyncio.StreamWriter) -> bytes | None:
+        if head.startswith(b"HEAD"):
+            return _png(head, writer)
+        tasks.append(asyncio.create_task(trickle(writer)))
+        return None
+
+    raw_host.script = slow
+    settings = make_settings("sqlite+aiosqlite://", image_fetch_allowed_ports=[raw_host.port])
+    checker = ImageChecker(create_image_transport(settings), settings, LoopbackResolver())
+    with pytest.raises(ImageUrlUnreachable) as caught:
+        await checker.check(str(raw_host.url()))  # the production path: deadline_enforced
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    await asyncio.wait_for(asyncio.gather(*tasks), 5)  # our side closed: the host stops
 
 
 async def test_chunked_body_is_decoded_and_the_connection_kept(
@@ -290,7 +466,18 @@ async def test_informational_answers_are_skipped(raw_host: RawHost, session: Fet
 
 @pytest.mark.parametrize(
     "headers",
-    [{"If-None-Match": '"a"\r\nX-Injected: 1'}, {"X\r\nY": "1"}, {"If-None-Match": "\x00"}],
+    [
+        {"If-None-Match": '"a"\r\nX-Injected: 1'},
+        {"X\r\nY": "1"},
+        {"If-None-Match": "\x00"},
+        {"If-None-Match": '"a"\n'},
+        {"If-None-Match": '"a"\r'},
+        {"If-None-Match": '"a"\r\n'},
+        {"If-None-Match": '"a\x00b"'},
+        {"X-Name\n": "1"},
+        {"X-Name\r": "1"},
+        {"X\x00Name": "1"},
+    ],
 )
 def test_request_with_a_line_break_in_a_header_cannot_be_written(
     headers: dict[str, str],

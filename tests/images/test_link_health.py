@@ -623,3 +623,22 @@ async def test_scheduled_rechecks_go_through_the_ssrf_guard(
         assert (body["status"], body["last_error"]) == ("failing", "image_url_forbidden")
     finally:
         forbidden.stop()
+
+
+async def test_a_stored_punycode_host_that_does_not_decode_is_still_rechecked(
+    app: FastAPI, client: httpx.AsyncClient, host: ImageHost
+) -> None:
+    # `xn--a` is accepted as typed (the URL guard keeps the ASCII form) but is no valid
+    # punycode: decoding it for the politeness key must not fail the whole pass.
+    url = "http://xn--a.attacker.example/x.png"
+    alice = await sign_up(client, "alice")
+    image = await add(client, alice, host.url("/cat.png"))
+    async with app_state(app).sessionmaker() as session, session.begin():
+        await session.execute(
+            update(Image).where(Image.id == image["id"]).values(image_url=url, due_at=utcnow())
+        )
+    result = await recheck_pass(app)  # the tests' resolver knows no such name: unreachable
+    assert result.outcomes == {"image_url_unreachable": 1}
+    body = await image_json(client, alice, image["id"])
+    assert (body["status"], body["last_error"]) == ("failing", "image_url_unreachable")
+    assert (await stored(app, image["id"])).recheck_claim is None
