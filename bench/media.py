@@ -44,7 +44,7 @@ from typing import Any
 
 import httpx
 
-from bench import thumbnail_libraries
+from bench import stop_on_sigterm, thumbnail_libraries
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-key-that-is-long-enough-for-hs256-0123456789"  # noqa: S105
@@ -407,6 +407,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--postgres",

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from bench import stop_on_sigterm
 from bench.run import (
     BENCH_DIR,
     ROOT,
@@ -406,6 +407,7 @@ def measure_pages(
 
 
 def main() -> None:
+    stop_on_sigterm()
     args = parse_args()
     url = os.environ.get("BENCH_RECHECK_DATABASE_URL", DEFAULT_DATABASE_URL)
     ensure_loopback(url)

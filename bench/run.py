@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import httpx
 
+from bench import stop_on_sigterm
 from bench.floor import CursorCodec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1000,6 +1001,7 @@ def write_results(plan: Plan, fixture: Fixture, runs: list[Run], results: dict[s
 
 
 def main() -> None:
+    stop_on_sigterm()
     plan = make_plan(parse_args())
     fixture = prepare_fixture(plan)
     results: dict[str, Any] = {}

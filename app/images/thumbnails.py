@@ -160,9 +160,11 @@ class ThumbnailMaker:
         self._small_jobs = 0
         self._no_small_jobs = asyncio.Event()
         self._no_small_jobs.set()
-        self._background_turns = asyncio.Semaphore(settings.thumbnail_worker_count)
-        # Background jobs hold at most half of these: requests always find some.
-        self._making_turns = asyncio.Semaphore(2 * settings.thumbnail_worker_count)
+        # Two background jobs per decoder: one fetches its original while the other's is
+        # decoded, so the decoders do not wait for the network between thumbnails.
+        self._background_turns = asyncio.Semaphore(2 * settings.thumbnail_worker_count)
+        # Background jobs hold at most two thirds of these: requests always find some.
+        self._making_turns = asyncio.Semaphore(3 * settings.thumbnail_worker_count)
         self._closed = False
         self.made = 0  # thumbnails this process made (stored or not): for tests and metrics
 
