@@ -129,6 +129,24 @@ def keyset(query: Select[Any], *, id_column: KeyedColumnElement[int], newest_fir
     )
 
 
+def page_statement(
+    listing_query: Keyset,
+    parameters: dict[str, Any],
+    *,
+    listing: str,
+    cursors: CursorCodec,
+    page: PageParams,
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of one page of a keyset listing and its bound values (one more row
+    than the page holds: it tells whether a next page exists)."""
+    values = {**parameters, "page_limit": page.limit + 1}
+    statement = listing_query.first
+    if page.cursor is not None:
+        values["after_id"] = cursors.decode(listing, page.cursor)
+        statement = listing_query.after
+    return statement, values
+
+
 async def paginate(
     session: AsyncSession,
     listing_query: Keyset,
@@ -140,11 +158,9 @@ async def paginate(
 ) -> Listing[dict[str, Any]]:
     """One page of a keyset listing, each row as a dict of its columns: every page costs
     the same as the first. `parameters` are the query's own bound values."""
-    values = {**parameters, "page_limit": page.limit + 1}
-    statement = listing_query.first
-    if page.cursor is not None:
-        values["after_id"] = cursors.decode(listing, page.cursor)
-        statement = listing_query.after
+    statement, values = page_statement(
+        listing_query, parameters, listing=listing, cursors=cursors, page=page
+    )
     result = await session.execute(statement, values)
     # Plain dicts: pydantic validates them several times faster than `Row` attributes.
     keys = tuple(result.keys())

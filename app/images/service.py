@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, update
+from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -35,7 +35,15 @@ from app.images.schemas import ImageCreate, ImageUpdate
 from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.images.visibility import Visibility, may_see_private_images
-from app.pagination import CursorCodec, Keyset, Listing, PageParams, keyset, paginate
+from app.pagination import (
+    CursorCodec,
+    Keyset,
+    Listing,
+    PageParams,
+    keyset,
+    page_statement,
+    paginate,
+)
 from app.users.errors import UserNotFound
 from app.users.models import User
 from app.users.service import (
@@ -201,25 +209,50 @@ async def list_user_images(
             return NOT_MODIFIED
     parameters, suffix = _status_filter(status)
     listing_query = _VERSIONED_GALLERIES[may_see_private_images(viewer, user_id), bool(status)]
+    query = {"owner_id": user_id, **parameters}
+    listing = gallery_listing(user_id) + suffix
     images = await paginate(
-        session,
-        listing_query,
-        {"owner_id": user_id, **parameters},
-        listing=gallery_listing(user_id) + suffix,
-        cursors=cursors,
-        page=page,
+        session, listing_query, query, listing=listing, cursors=cursors, page=page
     )
-    # A page with images proves the owner exists (the foreign key) and carries the version:
-    # only an empty page needs the lookup that tells an empty gallery from a missing user.
+    # A page with images proves the owner exists (the foreign key) and carries the version
+    # read with it: only an empty page needs the lookup that tells an empty gallery from a
+    # missing user.
+    current: int | None
     if images.items:
-        version = images.items[0][_VERSION_KEY]
+        current = images.items[0][_VERSION_KEY]
         for row in images.items:
             del row[_VERSION_KEY]
     else:
-        version = await gallery_version(session, user_id)
-    _gallery_is_current(revalidation, media_urls, viewer, user_id, version)
+        statement, values = page_statement(
+            listing_query, query, listing=listing, cursors=cursors, page=page
+        )
+        current = await _empty_page_version(session, statement, values)
+    if current is not None:
+        _gallery_is_current(revalidation, media_urls, viewer, user_id, current)
     media_urls.attach(images.items)
     return images
+
+
+async def _empty_page_version(
+    session: AsyncSession, page: Select[Any], values: dict[str, Any]
+) -> int | None:
+    """The gallery's version for a page that came back empty, read with a second look at
+    the page in the same statement: a write committed between the page and a plain version
+    read would give the empty page the new version's tag, and every revalidation after it a
+    304 for content the gallery no longer has. None when the page is no longer empty (the
+    answer then goes out untagged; the next read tags it); `UserNotFound` without the user."""
+    row = (
+        await session.execute(
+            select(User.__table__.c.gallery_version, page.exists()).where(
+                User.__table__.c.id == bindparam("owner_id")
+            ),
+            values,
+        )
+    ).first()
+    if row is None:
+        raise UserNotFound()
+    version, filled = row
+    return None if filled else int(version)
 
 
 async def list_all_images(

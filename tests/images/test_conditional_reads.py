@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.http_caching import get_revalidation
+from app.images import service
 from app.images.models import Image
 from app.images.recheck import Rechecker
 from app.images.service import delete_all_images
@@ -592,3 +593,34 @@ async def test_a_signed_out_revalidation_never_reaches_the_route(
         assert (await get(client, path, None, '"stale"')).status_code == 500
     finally:
         app.dependency_overrides.clear()
+
+
+@pytest.mark.parametrize("who", [None, "bob"])
+async def test_an_empty_page_never_takes_the_tag_of_a_write_that_filled_it_meanwhile(
+    client: httpx.AsyncClient, host: ImageHost, monkeypatch: pytest.MonkeyPatch, who: str | None
+) -> None:
+    """An image added between the empty page's read and its version's read: the answer
+    (empty) must not carry the new version's tag, or every revalidation after it would be a
+    304 for a gallery that is no longer empty."""
+    bob = await sign_up(client, "bob")
+    viewer = bob if who else None
+    real_paginate = service.paginate
+    raced: list[dict[str, Any]] = []
+
+    async def paginate_then_race(*args: Any, **kwargs: Any) -> Any:
+        page = await real_paginate(*args, **kwargs)
+        if not page.items and not raced:
+            raced.append(await add(client, host, bob, "late"))
+        return page
+
+    monkeypatch.setattr(service, "paginate", paginate_then_race)
+    path = f"/users/{bob.id}/images"
+    first = await get(client, path, viewer)
+    assert first.status_code == 200, first.text
+    assert first.json()["items"] == []
+    assert raced
+    monkeypatch.setattr(service, "paginate", real_paginate)
+    again = await get(client, path, viewer, first.headers.get("ETag", '"none"'))
+    assert again.status_code == 200, again.text
+    assert [item["id"] for item in again.json()["items"]] == [raced[0]["id"]]
+    await assert_not_modified(client, path, viewer, again.headers["ETag"])
