@@ -77,6 +77,16 @@ def _frame(payload: bytes) -> bytes:
     return _LENGTH.pack(len(payload)) + payload
 
 
+def _is_webp(data: bytes) -> bool:
+    """A RIFF container of WebP whose declared length is the data's (RFC 9649 section 2.5)."""
+    return (
+        len(data) >= 12
+        and data[:4] == b"RIFF"
+        and data[8:12] == b"WEBP"
+        and int.from_bytes(data[4:8], "little") + 8 == len(data)
+    )
+
+
 class _Worker:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -147,7 +157,8 @@ class _Worker:
             thumbnail = await self._read_frame(stdout, MAX_THUMBNAIL_BYTES)
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             raise WorkerFailed("crashed") from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
+            # RecursionError: a header of deeply nested JSON, which only a hostile worker sends.
             raise WorkerFailed("broke the protocol") from exc
         outcome = answer.get("status") if isinstance(answer, dict) else None
         if outcome not in ("ok", "too_large", "undecodable"):
@@ -155,7 +166,14 @@ class _Worker:
         if outcome != "ok":
             return Rendered(outcome, detail=str(answer.get("detail", "")))
         width, height = answer.get("width"), answer.get("height")
-        if not (isinstance(width, int) and isinstance(height, int) and thumbnail):
+        if not (
+            isinstance(width, int)
+            and isinstance(height, int)
+            and 0 < max(width, height) <= int(str(header["size"]))
+            and min(width, height) > 0
+            and _is_webp(thumbnail)
+        ):
+            # What is stored is served as image/webp: only a WebP of the size asked for.
             raise WorkerFailed("broke the protocol")
         return Rendered("ok", thumbnail, width, height)
 

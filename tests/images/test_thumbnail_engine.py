@@ -7,13 +7,14 @@ import asyncio
 import io
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from app.images.thumbnail_pool import ThumbnailPool, WorkerFailed
+from app.images.thumbnail_pool import ThumbnailPool, WorkerFailed, _Worker
 from app.images.thumbnail_worker import TooManyPixels, render_thumbnail
 from tests.images import hostile_files
 
@@ -249,3 +250,77 @@ def test_broken_or_unfit_icc_profile_leaves_the_colours_alone(profile: bytes) ->
     got = _centre(data)
     assert all(abs(a - b) <= 4 for a, b in zip(got, colour, strict=True)), got
     _no_metadata(data)
+
+
+# A stand-in for a decoder taken over by a hostile file: it reads one job, then answers
+# with the frames the test gives it (length-prefixed, as the real worker writes them).
+_HOSTILE_WORKER = """
+import struct, sys
+read = sys.stdin.buffer.read
+for _ in range(2):
+    (n,) = struct.unpack(">I", read(4)); read(n)
+out = sys.stdout.buffer
+for frame in [bytes.fromhex(x) for x in sys.argv[1:]]:
+    out.write(struct.pack(">I", len(frame)) + frame)
+out.flush()
+sys.stdin.buffer.read()
+"""
+
+
+def _webp(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, "WEBP")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("header", "thumbnail"),
+    [
+        pytest.param(b"[" * 4000, b"x", id="nested-json-header"),
+        pytest.param(b'{"status": "ok", "width": 8, "height": 8}', b"SECRET=stolen", id="not-webp"),
+        pytest.param(b'{"status": "ok", "width": 8, "height": 8}', _webp((8, 8))[:-4], id="cut"),
+        pytest.param(
+            b'{"status": "ok", "width": 300, "height": 8}', _webp((300, 8)), id="larger-than-asked"
+        ),
+        pytest.param(b'{"status": "ok", "width": 0, "height": 8}', _webp((8, 8)), id="zero"),
+    ],
+)
+async def test_a_hostile_workers_answer_is_a_failed_worker_never_a_stored_thumbnail(
+    header: bytes, thumbnail: bytes
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOSTILE_WORKER,
+        header.hex(),
+        thumbnail.hex(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    worker = _Worker(process)
+    try:
+        with pytest.raises(WorkerFailed, match="broke the protocol"):
+            await worker.run({"format": "PNG", "size": 256, "max_pixels": 10**6}, b"original")
+    finally:
+        await worker.stop()
+
+
+async def test_a_well_formed_answer_is_taken() -> None:
+    webp = _webp((256, 100))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOSTILE_WORKER,
+        b'{"status": "ok", "width": 256, "height": 100}'.hex(),
+        webp.hex(),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    worker = _Worker(process)
+    try:
+        rendered = await worker.run({"format": "PNG", "size": 256, "max_pixels": 10**6}, b"x")
+    finally:
+        await worker.stop()
+    assert (rendered.outcome, rendered.data, rendered.width) == ("ok", webp, 256)
