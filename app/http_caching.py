@@ -18,7 +18,7 @@ import base64
 import enum
 import hashlib
 import re
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
 from pydantic_core import to_json
@@ -39,6 +39,10 @@ STALE_MARK = "gallery_api.if_none_match_stale"
 # Clients may keep these answers but must ask again each time before using them.
 CACHE_CONTROL_SHARED = "no-cache"
 CACHE_CONTROL_PRIVATE = "private, no-cache"
+# The OpenAPI answer every validated GET adds to its documented ones.
+NOT_MODIFIED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: `If-None-Match` named the current `ETag`."}
+}
 
 
 class NotModified(enum.Enum):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.http_caching import EntityTags, if_none_match_matches
+from app.main import create_app
 
 TAG = '"abc-_9"'
 
@@ -94,3 +95,18 @@ def test_content_tags_follow_every_value_of_a_page_and_nothing_else() -> None:
     }
     assert tag not in changed
     assert len(changed) == 5
+
+
+def test_every_validated_json_read_documents_its_304() -> None:
+    document = create_app().openapi()
+    for path in [
+        "/users",
+        "/users/me",
+        "/users/{user_id}",
+        "/users/{user_id}/images",
+        "/users/{user_id}/images/{image_id}",
+        "/images",
+        "/users/{user_id}/images/{image_id}/thumbnail",
+    ]:
+        responses = document["paths"][path]["get"]["responses"]
+        assert "If-None-Match" in responses["304"]["description"], path

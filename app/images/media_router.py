@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Request, Response
 
 from app.db import SessionDep
 from app.errors import error_responses
-from app.http_caching import if_none_match_matches
+from app.http_caching import NOT_MODIFIED_RESPONSE, if_none_match_matches
 from app.images.dependencies import ImageCheckerDep
 from app.images.errors import (
     ImageTooLarge,
@@ -70,7 +70,7 @@ async def read_original(
         200: {
             "content": {THUMBNAIL_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
         },
-        304: {"description": "Not modified: `If-None-Match` named the current `ETag`."},
+        **NOT_MODIFIED_RESPONSE,
         **error_responses(
             *MEDIA_ACCESS_ERRORS,
             ThumbnailSizeInvalid,

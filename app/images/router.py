@@ -10,7 +10,7 @@ from app.accounts.dependencies import AdminUser, OptionalUser
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
-from app.http_caching import RevalidationDep
+from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
 from app.images import service
 from app.images.dependencies import (
     EditableGalleryDep,
@@ -62,7 +62,7 @@ _WRITE_ERRORS = error_responses(
     response_model=Page[ImageRead],
     summary="List a user's images",
     openapi_extra=OPTIONAL_SIGN_IN,
-    responses=error_responses(InvalidToken, UserNotFound, InvalidCursor),
+    responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidToken, UserNotFound, InvalidCursor),
 )
 async def list_user_images(
     user_id: UserIdPath,
@@ -116,7 +116,7 @@ async def create_image(
     response_model=ImageRead,
     summary="Get one image",
     openapi_extra=OPTIONAL_SIGN_IN,
-    responses=error_responses(InvalidToken, UserNotFound, ImageNotFound),
+    responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidToken, UserNotFound, ImageNotFound),
 )
 async def read_image(
     user_id: UserIdPath,
@@ -212,7 +212,8 @@ async def delete_image(
     "/images",
     response_model=Page[ImageRead],
     summary="List all images (admin)",
-    responses=error_responses(NotAuthenticated, AdminRequired, InvalidCursor),
+    responses=NOT_MODIFIED_RESPONSE
+    | error_responses(NotAuthenticated, AdminRequired, InvalidCursor),
 )
 async def list_all_images(
     session: SessionDep,

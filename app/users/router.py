@@ -10,7 +10,7 @@ from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
-from app.http_caching import RevalidationDep
+from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
 from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
 from app.users import service
 from app.users.dependencies import UserIdPath
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/users", tags=["users"])
     "/me",
     response_model=UserPrivate,
     summary="The signed-in user",
-    responses=error_responses(NotAuthenticated),
+    responses=NOT_MODIFIED_RESPONSE | error_responses(NotAuthenticated),
 )
 async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> UserPrivate | Response:
     """The signed-in user, email included."""
@@ -36,7 +36,7 @@ async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> UserPriva
     "",
     response_model=Page[UserPublic],
     summary="List users",
-    responses=error_responses(InvalidCursor),
+    responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidCursor),
 )
 async def list_users(
     session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep, revalidation: RevalidationDep
@@ -52,7 +52,7 @@ async def list_users(
     summary="Get a user",
     # Signing in is optional here (it only reveals the email to its owner and admins).
     openapi_extra={"security": [{}]},
-    responses=error_responses(UserNotFound, InvalidToken, InvalidInput),
+    responses=NOT_MODIFIED_RESPONSE | error_responses(UserNotFound, InvalidToken, InvalidInput),
 )
 async def read_user(
     user_id: UserIdPath, session: SessionDep, viewer: OptionalUser, revalidation: RevalidationDep
