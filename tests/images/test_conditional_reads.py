@@ -21,6 +21,7 @@ from app.images.recheck import Rechecker
 from app.images.service import delete_all_images
 from app.state import app_state
 from app.users.models import User
+from tests.images.flipping_host import FlippingImage
 from tests.images.test_link_health import SETTINGS, flipping, make_due
 from tests.support.helpers import PASSWORD, Account, sign_up, sign_up_admin
 from tests.support.image_host import ImageHost
@@ -48,6 +49,21 @@ async def add(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def add_flipping(
+    client: httpx.AsyncClient, host: ImageHost, owner: Account
+) -> tuple[FlippingImage, int]:
+    """An image whose host the test flips (tests.images.flipping_host); its route and id."""
+    route = flipping(host, "/flip.png")
+    created = await client.post(
+        f"/users/{owner.id}/images",
+        json={"image_url": host.url("/flip.png")},
+        headers=owner.headers,
+    )
+    assert created.status_code == 201, created.text
+    image_id: int = created.json()["id"]
+    return route, image_id
 
 
 async def get(
@@ -277,17 +293,11 @@ async def test_a_failed_manual_recheck_changes_the_gallery_tag(
     client: httpx.AsyncClient, host: ImageHost, people: dict[str, Any]
 ) -> None:
     alice = people["alice"]
-    route = flipping(host, "/flip.png")
-    created = await client.post(
-        f"/users/{alice.id}/images",
-        json={"image_url": host.url("/flip.png")},
-        headers=alice.headers,
-    )
-    assert created.status_code == 201, created.text
+    route, image_id = await add_flipping(client, host, alice)
     path = f"/users/{alice.id}/images"
     tag = await tag_of(client, path)
     route.mode = "missing"
-    failed = await client.post(f"{path}/{created.json()['id']}/recheck", headers=alice.headers)
+    failed = await client.post(f"{path}/{image_id}/recheck", headers=alice.headers)
     assert failed.status_code == 422, failed.text
     response = await assert_changed(client, path, None, tag)
     assert response.json()["items"][0]["status"] == "failing"
@@ -297,18 +307,12 @@ async def test_a_background_recheck_result_changes_the_gallery_tag(
     app: FastAPI, client: httpx.AsyncClient, host: ImageHost, people: dict[str, Any]
 ) -> None:
     alice, bob = people["alice"], people["bob"]
-    route = flipping(host, "/flip.png")
-    created = await client.post(
-        f"/users/{alice.id}/images",
-        json={"image_url": host.url("/flip.png")},
-        headers=alice.headers,
-    )
-    assert created.status_code == 201, created.text
+    route, image_id = await add_flipping(client, host, alice)
     alice_path, bob_path = f"/users/{alice.id}/images", f"/users/{bob.id}/images"
     alice_tag, bob_tag = await tag_of(client, alice_path), await tag_of(client, bob_path)
     before = await versions(app)
     route.mode = "missing"
-    await make_due(app, created.json()["id"])
+    await make_due(app, image_id)
     state = app_state(app)
     result = await Rechecker(state.sessionmaker, state.image_checker, state.settings).run_pass()
     assert result.outcomes == {"image_url_bad_status": 1}, result.outcomes
@@ -323,17 +327,11 @@ async def test_a_postponed_recheck_changes_no_tag(
     app: FastAPI, client: httpx.AsyncClient, host: ImageHost, people: dict[str, Any]
 ) -> None:
     alice = people["alice"]
-    route = flipping(host, "/flip.png")
-    created = await client.post(
-        f"/users/{alice.id}/images",
-        json={"image_url": host.url("/flip.png")},
-        headers=alice.headers,
-    )
-    assert created.status_code == 201, created.text
+    route, image_id = await add_flipping(client, host, alice)
     path = f"/users/{alice.id}/images"
     tag = await tag_of(client, path)
     route.mode = "busy"
-    await make_due(app, created.json()["id"])
+    await make_due(app, image_id)
     state = app_state(app)
     result = await Rechecker(state.sessionmaker, state.image_checker, state.settings).run_pass()
     assert result.outcomes == {"image_host_busy": 1}, result.outcomes
