@@ -4,8 +4,10 @@ builds the app's state (app/lifespan.py)."""
 from __future__ import annotations
 
 import functools
+import inspect
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from app.accounts.pages import pages_router
 from app.accounts.router import router as accounts_router
@@ -36,6 +38,41 @@ Every error answers JSON `{"detail": "...", "code": "..."}`; `code` is stable.
 OPENAPI_TAG_ORDER = ("accounts", "users", "images", "media")
 
 
+# What `APIRouter.add_api_route` takes besides the path and endpoint; an `APIRoute` keeps each
+# under the same name, already combined with its router's prefix, tags, dependencies and
+# responses.
+_ROUTE_OPTIONS = tuple(
+    name
+    for name in inspect.signature(APIRouter.add_api_route).parameters
+    if name not in ("self", "path", "endpoint", "route_class_override")
+)
+
+
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """Each of the router's routes on the app's own router, as `include_router` used to add
+    them.
+
+    FastAPI 0.165's `include_router` keeps the router as a branch instead: every request is
+    matched against each branch twice, each of its routes through a scope bookkeeping step,
+    and our nine routers made routing most of a single-image read's overhead over the
+    framework floor (docs/performance.md). The routes are made again on the app's router,
+    so its dependency overrides apply; an option FastAPI adds later and a route does not
+    keep stops the start rather than being dropped.
+    """
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            raise TypeError(f"only API routes can be added this way, not {route!r}")
+        missing = [name for name in _ROUTE_OPTIONS if not hasattr(route, name)]
+        if missing:
+            raise TypeError(f"route {route.path} does not keep {', '.join(missing)}")
+        app.router.add_api_route(
+            route.path,
+            route.endpoint,
+            route_class_override=type(route),
+            **{name: getattr(route, name) for name in _ROUTE_OPTIONS},
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -64,21 +101,25 @@ def create_app(
         openapi_tags=[{"name": tag} for tag in OPENAPI_TAG_ORDER],
     )
     install_error_handlers(app)
-    # The read endpoints first: a request is matched against the routes in this order (twice
-    # per included router), and the accounts router's 16 routes in front of every read cost
-    # about a tenth of a single-image read's overhead. `openapi_tags` keeps the document's
-    # sections in their order (accounts first).
-    app.include_router(users_router)
-    app.include_router(images_router)
-    app.include_router(media_router)
-    app.include_router(accounts_router)
-    app.include_router(gallery_router)
-    app.include_router(ops_router)
-    app.include_router(pages_router())
+    # The read endpoints first: a request is matched against the routes in this order, and
+    # the accounts router's 16 routes in front of every read cost about a tenth of a
+    # single-image read's overhead. `openapi_tags` keeps the document's sections in their
+    # order (accounts first).
+    routers = [
+        users_router,
+        images_router,
+        media_router,
+        accounts_router,
+        gallery_router,
+        ops_router,
+        pages_router(),
+    ]
     if metrics is not None:
-        app.include_router(metrics_router)
+        routers.append(metrics_router)
     if settings.docs_enabled:
-        app.include_router(docs_router(app))
+        routers.append(docs_router(app))
+    for router in routers:
+        add_routes(app, router)
     # Innermost: inside every middleware below, before routing.
     app.add_middleware(GalleryRevalidation)
     install_middleware(app, settings, metrics)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.accounts.models import AccountSession
@@ -57,11 +58,11 @@ _AUTHENTICATE = (
 )
 
 
-async def _optional_auth(
-    request: Request,
-    session: SessionDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
+async def _authenticate(
+    request: Request, session: AsyncSession, token: str | None
 ) -> Authenticated | None:
+    """The bearer token's caller and session, None without a token; `InvalidToken` when the
+    token is bad, expired, logged out, or its user is gone or deactivated."""
     if token is None:
         return None
     # The token service from the request, not a sub-dependency: every authenticated
@@ -76,33 +77,34 @@ async def _optional_auth(
     return Authenticated(user=user, session_id=claims.session_id)
 
 
-OptionalAuth = Annotated[Authenticated | None, Depends(_optional_auth)]
+# The token as the bearer scheme reads it (and as the OpenAPI document's Authorize offers it).
+BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-# Each of these depends on `_optional_auth` directly rather than on one another: a chain
-# (admin -> user -> auth -> optional auth) cost FastAPI one more solve per level.
-async def _optional_user(auth: OptionalAuth) -> User | None:
+# Each of these reads the token itself (one shared function, not a shared dependency): a
+# dependency under a dependency costs FastAPI a full solve per level on every request, and
+# a chain (admin -> user -> auth -> optional auth) cost one per level (docs/performance.md).
+async def _optional_user(request: Request, session: SessionDep, token: BearerToken) -> User | None:
+    auth = await _authenticate(request, session, token)
     return auth.user if auth is not None else None
 
 
-async def _current_auth(auth: OptionalAuth) -> Authenticated:
+async def _current_auth(request: Request, session: SessionDep, token: BearerToken) -> Authenticated:
+    auth = await _authenticate(request, session, token)
     if auth is None:
         raise NotAuthenticated()
     return auth
 
 
-async def _current_user(auth: OptionalAuth) -> User:
-    if auth is None:
-        raise NotAuthenticated()
-    return auth.user
+async def _current_user(request: Request, session: SessionDep, token: BearerToken) -> User:
+    return (await _current_auth(request, session, token)).user
 
 
-async def _admin_user(auth: OptionalAuth) -> User:
-    if auth is None:
-        raise NotAuthenticated()
-    if not auth.user.is_admin:
+async def _admin_user(request: Request, session: SessionDep, token: BearerToken) -> User:
+    user = (await _current_auth(request, session, token)).user
+    if not user.is_admin:
         raise AdminRequired()
-    return auth.user
+    return user
 
 
 CurrentAuth = Annotated[Authenticated, Depends(_current_auth)]

@@ -1,0 +1,108 @@
+"""How the app's routes are assembled (app.main.add_routes) and what each route solves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+import app.main as app_main
+from app.accounts import dependencies as auth
+from app.main import add_routes, create_app
+from tests.conftest import make_settings
+
+# create_app connects to nothing: its lifespan, not run here, makes the engine.
+UNUSED_DATABASE = "sqlite+aiosqlite:///unused.db"
+AUTHENTICATING = {auth._optional_user, auth._current_auth, auth._current_user, auth._admin_user}
+
+
+def _route_table(app: FastAPI) -> list[tuple[str, tuple[str, ...], str]]:
+    return [
+        (route.path, tuple(sorted(route.methods or ())), route.name)
+        for route in app.routes
+        if isinstance(route, APIRoute | Route)
+    ]
+
+
+def _api_routes(app: FastAPI) -> list[APIRoute]:
+    return [route for route in app.router.routes if isinstance(route, APIRoute)]
+
+
+def test_routes_are_on_the_apps_own_router_as_include_router_would_have_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings(UNUSED_DATABASE)
+    flat = create_app(settings)
+    # The same app assembled the way FastAPI documents it, for comparison.
+    monkeypatch.setattr(app_main, "add_routes", lambda app, router: app.include_router(router))
+    included = create_app(settings)
+    assert flat.openapi() == included.openapi()
+    # Every route is the app router's own: no included branch left to match twice.
+    assert all(isinstance(route, APIRoute | Route) for route in flat.router.routes)
+    table = _route_table(flat)
+    assert len(table) == len({(path, methods) for path, methods, _ in table}) > 40
+    # Each route answers with the same options its router gave it.
+    originals = {(r.path, tuple(sorted(r.methods))): r for r in _walk_included(included)}
+    for route in _api_routes(flat):
+        original = originals.pop((route.path, tuple(sorted(route.methods))))
+        for name in app_main._ROUTE_OPTIONS:
+            assert _comparable(getattr(route, name)) == _comparable(getattr(original, name)), (
+                route.path,
+                name,
+            )
+    assert not originals
+
+
+def _walk_included(app: FastAPI) -> list[APIRoute]:
+    routes: list[APIRoute] = []
+    for route in app.router.routes:
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            routes.extend(r for r in original.routes if isinstance(r, APIRoute))
+    return routes
+
+
+def _comparable(value: Any) -> Any:
+    # FastAPI's "not set" placeholders compare by identity; their values are what count.
+    return getattr(value, "value", value)
+
+
+def test_dependency_overrides_reach_the_added_routes() -> None:
+    app = create_app(make_settings(UNUSED_DATABASE))
+    route = next(r for r in _api_routes(app) if r.path == "/users/me")
+    assert route.dependency_overrides_provider is app
+
+
+def test_a_router_with_anything_but_api_routes_is_refused() -> None:
+    router = APIRouter()
+    router.routes.append(Route("/plain", endpoint=lambda request: None))
+    with pytest.raises(TypeError, match="only API routes"):
+        add_routes(create_app(make_settings(UNUSED_DATABASE)), router)
+
+
+def _authenticating(dependant: Dependant) -> list[str]:
+    found = []
+    for sub in dependant.dependencies:
+        if sub.call in AUTHENTICATING:
+            found.append(getattr(sub.call, "__name__", "?"))
+        found.extend(_authenticating(sub))
+    return found
+
+
+def test_every_route_authenticates_at_most_once() -> None:
+    """The bearer dependencies share a function, not a cached dependency: a route that used
+    two of them would read the token and query the session twice."""
+    app = create_app(make_settings(UNUSED_DATABASE))
+    twice = {}
+    for route in _api_routes(app):
+        found = _authenticating(route.dependant)
+        if len(found) > 1:
+            twice[route.path] = found
+    assert twice == {}
+    # And the check sees what it looks for: the admin listing authenticates once.
+    admin = next(r for r in _api_routes(app) if r.path == "/images" and "GET" in r.methods)
+    assert _authenticating(admin.dependant) == ["_admin_user"]
