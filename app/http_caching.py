@@ -3,28 +3,31 @@
 
 A tag is opaque: a keyed BLAKE2b (the key derived from SECRET_KEY) of the request's path and
 query and of whatever its answer is made of, so a tag from one URL never validates another
-and nobody can tell from a tag what it was made from. What "made of" means is the caller's
-choice and its promise: a gallery page passes its gallery's version and the viewer's view
-(app/images/service.py), one-row answers pass their content.
+and nobody can tell from a tag what it was made from. Two kinds:
 
-Routes take a `RevalidationDep`; a service tags the answer through it (`current`) before
-reading what it does not need when the client's copy is current, and returns `NOT_MODIFIED`
-then; the route answers `revalidation.answer(result)`. Nothing buffers a response body.
+- A gallery page is tagged by what it is made of, before it is read: its gallery's version
+  and the viewer's view (app/images/service.py). A service tags it through the route's
+  `RevalidationDep` (`current`) and returns `NOT_MODIFIED` when the client's copy is
+  current, before reading the page; the route answers `revalidation.answer(result)`.
+- Other reads are tagged by their exact JSON bytes (`content`): the route's answer is
+  serialised once, its bytes tagged and sent (or a 304 sent instead).
 """
 
 from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import re
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Response
+from pydantic import TypeAdapter
 from pydantic_core import to_json
 from starlette.types import Scope
 
-from app.state import StateDep
+from app.state import app_state
 
 T = TypeVar("T")
 
@@ -102,6 +105,17 @@ class EntityTags:
         # Keyed once: every tag copies this state instead of keying BLAKE2b again.
         self._keyed = hashlib.blake2b(key=key, digest_size=16)
 
+    def tag_body(self, target: str, body: bytes) -> str:
+        """The strong ETag (quoted) of an answer's exact bytes at `target` (its path and
+        query): equal bytes, equal tag, as a strong validator promises."""
+        digest = self._keyed.copy()
+        encoded = target.encode("utf-8", "surrogateescape")
+        # Length-prefixed: no target and body can be read as another target and body.
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+        digest.update(body)
+        return _quoted(digest.digest())
+
     def tag(self, *parts: object) -> str:
         """The strong ETag (quoted) of `parts`: ints, strings, datetimes, None, and tuples,
         lists, dicts or pydantic models of them. Their JSON (pydantic-core's serialiser,
@@ -109,7 +123,17 @@ class EntityTags:
         about a third of what `repr` did."""
         digest = self._keyed.copy()
         digest.update(to_json(parts, fallback=repr))
-        return '"' + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode() + '"'
+        return _quoted(digest.digest())
+
+
+def _quoted(digest: bytes) -> str:
+    return '"' + base64.urlsafe_b64encode(digest).rstrip(b"=").decode() + '"'
+
+
+@functools.cache
+def _serialiser(model: Any) -> TypeAdapter[Any]:
+    """One adapter per response model, made at its first answer (they are few and fixed)."""
+    return TypeAdapter(model)
 
 
 class Revalidation:
@@ -140,11 +164,18 @@ class Revalidation:
         self._response.headers.update(cache_headers(etag, private=private, vary=vary))
         return if_none_match_matches(self._if_none_match, etag)
 
-    def content(self, content: T, *, private: bool, vary: bool = True) -> T | Response:
-        """`content` tagged by itself (one-row answers), or a 304 when the client has it."""
-        if self.current(content, private=private, vary=vary):
-            return self.not_modified()
-        return content
+    def content(self, content: object, model: Any, *, private: bool, vary: bool = True) -> Response:
+        """`content` as the route's response `model` shows it (validated, reading attributes,
+        and serialised as FastAPI does), tagged by its exact bytes; a 304 when the client has
+        them. Serialised once: the tag is made from the body that is sent, not from a second
+        rendering of the same data (for a 50-item page that was a tenth of the request)."""
+        serialiser = _serialiser(model)
+        body = serialiser.dump_json(serialiser.validate_python(content, from_attributes=True))
+        etag = self._tags.tag_body(self._target, body)
+        headers = cache_headers(etag, private=private, vary=vary)
+        if if_none_match_matches(self._if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     def answer(self, result: T | NotModified) -> T | Response:
         """A service's answer as the route returns it: a 304 for `NOT_MODIFIED`."""
@@ -159,8 +190,9 @@ class Revalidation:
         )
 
 
-async def get_revalidation(request: Request, response: Response, state: StateDep) -> Revalidation:
-    return Revalidation(state.entity_tags, request, response)
+async def get_revalidation(request: Request, response: Response) -> Revalidation:
+    # The state from the request, not a `StateDep` sub-dependency (see `app.db._request_session`).
+    return Revalidation(app_state(request.app).entity_tags, request, response)
 
 
 RevalidationDep = Annotated[Revalidation, Depends(get_revalidation)]

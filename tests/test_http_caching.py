@@ -73,6 +73,24 @@ def test_tags_are_strong_opaque_and_depend_on_every_part_and_the_key() -> None:
     assert len(others) == 6
 
 
+def test_body_tags_are_the_exact_bytes_at_their_target() -> None:
+    tags = EntityTags(b"secret")
+    body = b'{"items":[],"next_cursor":null}'
+    tag = tags.tag_body("/images", body)
+    assert tag.startswith('"')
+    assert tag.endswith('"')
+    assert tag == EntityTags(b"secret").tag_body("/images", bytes(body))
+    others = {
+        tags.tag_body("/images?limit=5", body),
+        tags.tag_body("/images", body.replace(b":[]", b": []")),  # same JSON, other bytes
+        tags.tag_body("/image", b"s" + body),  # the target is framed, not run into the body
+        tags.tag_body("/images\udcff", body),  # a path no UTF-8 spells is still tagged
+        EntityTags(b"other secret").tag_body("/images", body),
+    }
+    assert tag not in others
+    assert len(others) == 5
+
+
 def test_content_tags_follow_every_value_of_a_page_and_nothing_else() -> None:
     tags = EntityTags(b"secret")
     stamp = datetime(2026, 12, 2, tzinfo=UTC)

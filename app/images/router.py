@@ -125,10 +125,10 @@ async def read_image(
     media_urls: MediaUrlsDep,
     viewer: OptionalUser,
     revalidation: RevalidationDep,
-) -> dict[str, Any] | Response:
+) -> Response:
     """One image of a user's gallery; a private one only for its owner and admins."""
     image = await service.read_user_image(session, media_urls, viewer, user_id, image_id)
-    return revalidation.content(image, private=viewer is not None)
+    return revalidation.content(image, ImageRead, private=viewer is not None)
 
 
 @router.patch(
@@ -226,11 +226,11 @@ async def list_all_images(
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
     status: StatusFilter = None,
-) -> Listing[dict[str, Any]] | Response:
+) -> Response:
     """Every user's images, private ones included, newest first, optionally one user's and
     one link status."""
     images = await service.list_all_images(session, cursors, media_urls, page, user_id, status)
-    return revalidation.content(images, private=True)
+    return revalidation.content(images, Page[ImageRead], private=True)
 
 
 @router.get(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
@@ -11,7 +9,7 @@ from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
 from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
-from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
+from app.pagination import CursorCodecDep, InvalidCursor, Page, PageParamsDep
 from app.users import service
 from app.users.dependencies import UserIdPath
 from app.users.errors import EmailTaken, UsernameTaken, UserNotFound
@@ -27,9 +25,9 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="The signed-in user",
     responses=NOT_MODIFIED_RESPONSE | error_responses(NotAuthenticated),
 )
-async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> UserPrivate | Response:
+async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> Response:
     """The signed-in user, email included."""
-    return revalidation.content(UserPrivate.model_validate(user), private=True)
+    return revalidation.content(user, UserPrivate, private=True)
 
 
 @router.get(
@@ -40,10 +38,10 @@ async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> UserPriva
 )
 async def list_users(
     session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep, revalidation: RevalidationDep
-) -> Listing[dict[str, Any]] | Response:
+) -> Response:
     """Public profiles of all users in id order, without emails."""
     users = await service.list_users(session, cursors, page)
-    return revalidation.content(users, private=False, vary=False)
+    return revalidation.content(users, Page[UserPublic], private=False, vary=False)
 
 
 @router.get(
@@ -56,13 +54,12 @@ async def list_users(
 )
 async def read_user(
     user_id: UserIdPath, session: SessionDep, viewer: OptionalUser, revalidation: RevalidationDep
-) -> UserPrivate | UserPublic | Response:
+) -> Response:
     """A user's public profile; the email is shown only to the user themself and to admins."""
     user = await service.get_user(session, user_id)
-    profile: UserPrivate | UserPublic = UserPublic.model_validate(user)
-    if viewer is not None and (viewer.id == user.id or viewer.is_admin):
-        profile = UserPrivate.model_validate(user)
-    return revalidation.content(profile, private=viewer is not None)
+    shows_email = viewer is not None and (viewer.id == user.id or viewer.is_admin)
+    profile = UserPrivate if shows_email else UserPublic
+    return revalidation.content(user, profile, private=viewer is not None)
 
 
 @router.patch(

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from app.http_caching import get_revalidation
@@ -169,6 +170,48 @@ async def test_every_json_read_answers_304_to_its_current_tag(
     other = await get(client, url, account, '"not-a-tag"')
     assert other.status_code == 200
     assert other.content == full.content
+
+
+# The reads tagged by their bytes: all but gallery pages (tagged by their version).
+CONTENT_READS = [READS[i] for i in (4, 5, 6, 7, 8, 9, 10, 11)]
+
+
+@pytest.mark.parametrize(("path", "who", "private", "varies"), CONTENT_READS)
+async def test_content_tags_are_made_from_the_bytes_sent(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    people: dict[str, Any],
+    path: Callable[[dict[str, Any]], str],
+    who: str | None,
+    private: bool,
+    varies: bool,
+) -> None:
+    """Serialised once: the tag is the keyed hash of the exact body sent at that path and
+    query (a strong tag: these bytes, no others), and the body is the route's response model
+    as FastAPI itself renders it."""
+    url, account = path(people), people[who] if who else None
+    full = await get(client, url, account)
+    assert full.status_code == 200, full.text
+    assert full.headers["content-type"] == "application/json"
+    target = httpx.URL(url)
+    query = target.query.decode()
+    tags = app_state(app).entity_tags
+    assert full.headers["ETag"] == tags.tag_body(
+        target.path + ("?" + query if query else ""), full.content
+    )
+    route = next(r for r in app.router.routes if getattr(r, "path", None) == _template(url, people))
+    model = route.response_model  # type: ignore[attr-defined]
+    shown = TypeAdapter(model).validate_json(full.content)
+    assert TypeAdapter(model).dump_json(shown) == full.content
+
+
+def _template(url: str, people: dict[str, Any]) -> str:
+    path = url.split("?")[0]
+    for name in ("alice", "bob"):
+        path = path.replace(f"/users/{people[name].id}", "/users/{user_id}")
+    for image in [*people["images"], people["hidden"]]:
+        path = path.replace(f"/images/{image['id']}", "/images/{image_id}")
+    return path
 
 
 async def test_if_none_match_takes_lists_star_and_weak_tags(
