@@ -170,12 +170,17 @@ class Revalidation:
         them. Serialised once: the tag is made from the body that is sent, not from a second
         rendering of the same data (for a 50-item page that was a tenth of the request)."""
         serialiser = _serialiser(model)
-        body = serialiser.dump_json(serialiser.validate_python(content, from_attributes=True))
+        value = serialiser.validate_python(content, from_attributes=True)
+        body = serialiser.dump_json(value, by_alias=True)  # as FastAPI renders response models
         etag = self._tags.tag_body(self._target, body)
         headers = cache_headers(etag, private=private, vary=vary)
         if if_none_match_matches(self._if_none_match, etag):
-            return Response(status_code=304, headers=headers)
-        return Response(body, media_type="application/json", headers=headers)
+            response = Response(status_code=304, headers=headers)
+        else:
+            response = Response(body, media_type="application/json", headers=headers)
+        # Whatever other dependencies set on the injected response, as FastAPI would merge it.
+        response.headers.raw.extend(self._response.headers.raw)
+        return response
 
     def answer(self, result: T | NotModified) -> T | Response:
         """A service's answer as the route returns it: a 304 for `NOT_MODIFIED`."""

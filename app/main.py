@@ -56,12 +56,24 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     matched against each branch twice, each of its routes through a scope bookkeeping step,
     and our nine routers made routing most of a single-image read's overhead over the
     framework floor (docs/performance.md). The routes are made again on the app's router,
-    so its dependency overrides apply; an option FastAPI adds later and a route does not
-    keep stops the start rather than being dropped.
+    so its dependency overrides apply. What this copy would not carry (a router's own
+    start-up or shutdown handlers, lifespan or form limits, frontend or non-API routes,
+    streaming routes, an option a route does not keep) stops the start instead of being
+    dropped; none of our routers has any of it.
     """
+    if (
+        router.on_startup
+        or router.on_shutdown
+        or router.form_limits
+        or getattr(router, "_frontend_routes", None)
+        or type(router.lifespan_context) is not type(APIRouter().lifespan_context)
+    ):
+        raise TypeError(f"{router!r} has router-level state add_routes would drop")
     for route in router.routes:
         if not isinstance(route, APIRoute):
             raise TypeError(f"only API routes can be added this way, not {route!r}")
+        if getattr(route, "stream_item_type", None) is not None:
+            raise TypeError(f"route {route.path} streams; include its router instead")
         missing = [name for name in _ROUTE_OPTIONS if not hasattr(route, name)]
         if missing:
             raise TypeError(f"route {route.path} does not keep {', '.join(missing)}")

@@ -45,9 +45,9 @@ class Page(BaseModel, Generic[T]):
 class Listing(Generic[R]):
     """One page as the services return it: rows, not yet validated into `Page[...]`.
 
-    Routes return it as it is and FastAPI validates it once against the route's
-    `response_model` (reading attributes), so rows are never turned into ORM objects or
-    models twice on the way out.
+    Validated once on the way out against the route's page model, reading attributes: by
+    FastAPI against `response_model` (gallery pages), or by `Revalidation.content` (the
+    content-tagged lists), so rows are never turned into ORM objects or models twice.
     """
 
     items: Sequence[R]

@@ -41,6 +41,21 @@ def _ratio(numerator: float, denominator: float | None) -> str:
     return f"{numerator / denominator:.2f}" if denominator else "-"
 
 
+def _vs_framework(app: dict[str, Any], framework: Run, key: str) -> float | None:
+    """app / framework floor for `key`: the median of the paired rounds' ratios when the run
+    was measured in rounds (bench/run.py `--rounds`), else the ratio of the two figures."""
+    paired = app.get("vs_framework") or {}
+    if key in paired:
+        return float(paired[key])
+    if not framework or not framework[key]:
+        return None
+    return float(app[key]) / float(framework[key])
+
+
+def _shown(ratio: float | None) -> str:
+    return f"{ratio:.2f}" if ratio is not None else "-"
+
+
 def _read_row(name: str, c: int, app: dict[str, Any], framework: Run, floor: Run) -> str:
     """One read scenario's table row: the app, the framework floor and the raw floor."""
     errors = ", ".join(f"{k} {v}" for k, v in app["errors"].items()) or "-"
@@ -51,11 +66,11 @@ def _read_row(name: str, c: int, app: dict[str, Any], framework: Run, floor: Run
     return (
         f"| {name} | {c} | {app['rps']:.0f} | {figure(framework, 'rps', '.0f')} "
         f"| {figure(floor, 'rps', '.0f')} "
-        f"| {_ratio(app['rps'], framework['rps'] if framework else None)} "
+        f"| {_shown(_vs_framework(app, framework, 'rps'))} "
         f"| {_ratio(app['rps'], floor['rps'] if floor else None)} "
         f"| {app['p50_ms']:.1f} | {app['p99_ms']:.1f} | {figure(framework, 'p99_ms', '.1f')} "
         f"| {figure(floor, 'p99_ms', '.1f')} "
-        f"| {_ratio(app['p99_ms'], framework['p99_ms'] if framework else None)} "
+        f"| {_shown(_vs_framework(app, framework, 'p99_ms'))} "
         f"| {_ratio(app['p99_ms'], floor['p99_ms'] if floor else None)} "
         f"| {app.get('cpu_us_per_request', '-')} | {figure(framework, 'cpu_us_per_request', '')} "
         f"| {figure(floor, 'cpu_us_per_request', '')} | {errors} |"
@@ -66,14 +81,18 @@ def _read_verdicts(name: str, c: int, app: dict[str, Any], framework: Run, floor
     """The read targets: against the framework floor (throughput and p99), and the gallery
     page against the raw floor."""
     verdicts = []
-    if framework:
-        throughput = app["rps"] / framework["rps"]
-        p99 = app["p99_ms"] / framework["p99_ms"]
+    throughput_ratio = _vs_framework(app, framework, "rps")
+    p99_ratio = _vs_framework(app, framework, "p99_ms")
+    if throughput_ratio is not None and p99_ratio is not None:
+        throughput, p99 = throughput_ratio, p99_ratio
+        rounds = len(app.get("rounds") or ()) or 1
         ok = throughput >= FRAMEWORK_TARGET_THROUGHPUT and p99 <= FRAMEWORK_TARGET_P99
         verdicts.append(
             f"- Read `{name}` at {c} conns: throughput {throughput:.0%} of the framework floor "
             f"(target >= {FRAMEWORK_TARGET_THROUGHPUT:.0%}), p99 {p99:.2f}x its p99 "
-            f"(target <= {FRAMEWORK_TARGET_P99}x): {_verdict(ok)}"
+            f"(target <= {FRAMEWORK_TARGET_P99}x)"
+            + (f", medians of {rounds} paired rounds" if rounds > 1 else "")
+            + f": {_verdict(ok)}"
         )
     if floor and name in RAW_FLOOR_TARGETS:
         throughput = app["rps"] / floor["rps"]

@@ -527,6 +527,10 @@ class Run:
     max_ms: float
     cpu_us_per_request: float
     errors: dict[str, int] = field(default_factory=dict)
+    # Reads measured in paired rounds against the framework floor: each round's figures,
+    # and for the app the medians of the per-round ratios (`vs_framework`).
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    vs_framework: dict[str, float] = field(default_factory=dict)
 
 
 def wrk(
@@ -692,6 +696,12 @@ def parse_args() -> argparse.Namespace:
         "--duration", type=float, default=float(os.environ.get("BENCH_DURATION", 5))
     )
     parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=int(os.environ.get("BENCH_ROUNDS", 3)),
+        help="paired app/framework-floor rounds per read scenario and connection count",
+    )
     parser.add_argument("--connections", default="32,128")
     parser.add_argument(
         "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
@@ -876,32 +886,92 @@ def check_byte_identity(
 
 
 def load_scenario(plan: Plan, servers: Servers, name: str, request_file: Path) -> list[Run]:
-    """Warm up, then measure one scenario at every connection count (reads: both floors too)."""
+    """Warm up, then measure one scenario at every connection count.
+
+    Reads are measured against the framework floor in `--rounds` paired rounds, the order
+    alternating (app first, then the floor first, ...), so a burst of other load on a shared
+    machine falls on both sides of a pair; each figure is the median of its rounds and each
+    app/framework ratio the median of the per-round ratios. The raw floor runs once."""
     args = plan.args
-    targets = [("app", servers.app_url, servers.app_pid)]
-    if name in READ_SCENARIOS:
-        targets.append(("framework", servers.framework_url, servers.framework_pid))
-        targets.append(("floor", servers.floor_url, servers.floor_pid))
+    app = ("app", servers.app_url, servers.app_pid)
+    framework = ("framework", servers.framework_url, servers.framework_pid)
+    floor = ("floor", servers.floor_url, servers.floor_pid)
+    read = name in READ_SCENARIOS
+    targets = [app, framework, floor] if read else [app]
     for _, url, _ in targets:
         if args.warmup > 0:
             wrk(plan.wrk_path, url, request_file, plan.connections[0], args.warmup, plan.threads)
+
+    def one(target: tuple[str, str, int], conns: int) -> Run:
+        label, url, pid = target
+        return measure(
+            plan.wrk_path, name, label, url, request_file, conns, args.duration, plan.threads, pid
+        )
+
     runs = []
     for conns in plan.connections:
-        for target, url, pid in targets:
-            runs.append(
-                measure(
-                    plan.wrk_path,
-                    name,
-                    target,
-                    url,
-                    request_file,
-                    conns,
-                    args.duration,
-                    plan.threads,
-                    pid,
-                )
-            )
+        if not read:
+            runs.append(one(app, conns))
+            continue
+        pairs = []
+        for number in range(max(1, args.rounds)):
+            pair = (app, framework) if number % 2 == 0 else (framework, app)
+            measured = {target[0]: one(target, conns) for target in pair}
+            pairs.append((measured["app"], measured["framework"]))
+        runs.extend(paired(pairs))
+        runs.append(one(floor, conns))
     return runs
+
+
+ROUND_FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+
+
+def paired(pairs: list[tuple[Run, Run]]) -> list[Run]:
+    """The app's and the framework floor's runs of one scenario and connection count, each
+    the median of its rounds, the app's with the medians of the per-round ratios."""
+    result = []
+    for side in (0, 1):
+        runs = [pair[side] for pair in pairs]
+        errors: dict[str, int] = {}
+        for run in runs:
+            for kind, count in run.errors.items():
+                errors[kind] = errors.get(kind, 0) + count
+        result.append(
+            Run(
+                scenario=runs[0].scenario,
+                target=runs[0].target,
+                connections=runs[0].connections,
+                duration_s=round(sum(run.duration_s for run in runs), 2),
+                requests=sum(run.requests for run in runs),
+                rps=statistics.median(run.rps for run in runs),
+                p50_ms=statistics.median(run.p50_ms for run in runs),
+                p90_ms=statistics.median(run.p90_ms for run in runs),
+                p99_ms=statistics.median(run.p99_ms for run in runs),
+                max_ms=max(run.max_ms for run in runs),
+                cpu_us_per_request=statistics.median(run.cpu_us_per_request for run in runs),
+                errors=errors,
+                rounds=[{key: getattr(run, key) for key in ROUND_FIGURES} for run in runs],
+            )
+        )
+    app = result[0]
+    app.vs_framework = {
+        "rps": round(statistics.median(a.rps / f.rps for a, f in pairs if f.rps), 3),
+        "p99_ms": round(statistics.median(a.p99_ms / f.p99_ms for a, f in pairs if f.p99_ms), 3),
+        "cpu_us_per_request": round(
+            statistics.median(
+                a.cpu_us_per_request / f.cpu_us_per_request
+                for a, f in pairs
+                if f.cpu_us_per_request
+            ),
+            3,
+        ),
+    }
+    log(
+        f"{app.scenario:<13} paired c={app.connections:<4} app/framework over {len(pairs)} "
+        f"rounds: req/s {app.vs_framework['rps']:.2f}, p99 {app.vs_framework['p99_ms']:.2f}, "
+        f"cpu {app.vs_framework['cpu_us_per_request']:.2f}"
+    )
+    return result
 
 
 def load_all(

@@ -6,13 +6,13 @@ stale once a write has answered."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import TypeAdapter
 from sqlalchemy import select
 
 from app.http_caching import get_revalidation
@@ -200,9 +200,11 @@ async def test_content_tags_are_made_from_the_bytes_sent(
         target.path + ("?" + query if query else ""), full.content
     )
     route = next(r for r in app.router.routes if getattr(r, "path", None) == _template(url, people))
-    model = route.response_model  # type: ignore[attr-defined]
-    shown = TypeAdapter(model).validate_json(full.content)
-    assert TypeAdapter(model).dump_json(shown) == full.content
+    # FastAPI's own rendering of the same answer through the route's response model.
+    field = route.response_field  # type: ignore[attr-defined]
+    value, errors = field.validate(json.loads(full.content), {}, loc=("response",))
+    assert not errors
+    assert field.serialize_json(value, by_alias=True) == full.content
 
 
 def _template(url: str, people: dict[str, Any]) -> str:
