@@ -20,7 +20,10 @@ RUN python -m venv /opt/venv \
 
 FROM ${PYTHON_IMAGE} AS runtime
 # Production by default: the app then refuses to start without a real SECRET_KEY.
+# MALLOC_MMAP_THRESHOLD_: glibc's fixed mmap threshold, so freed password-hash memory goes
+# back to the system (app/cli.py sets it for the workers outside a container too).
 ENV PATH=/opt/venv/bin:$PATH \
+    MALLOC_MMAP_THRESHOLD_=262144 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app \

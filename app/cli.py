@@ -102,11 +102,27 @@ def serve(run_migrations: bool) -> None:
     if run_migrations:
         command.upgrade(_alembic_config(settings.database_url), "head")
     temporary_metrics_dir = _prepare_metrics_dir(settings)
+    keep_large_blocks_mapped()
     try:
         _run_server(settings)
     finally:
         if temporary_metrics_dir is not None:
             shutil.rmtree(temporary_metrics_dir, ignore_errors=True)
+
+
+# glibc raises its mmap threshold to the size of the largest mapped block freed (up to 32
+# MiB): once a password hash has freed Argon2's 19 MiB, later hashes take their memory from
+# the heap, which stays resident after they finish (about 20 MB more per worker after a
+# burst of logins; docs/performance.md, "Memory"). A fixed threshold keeps large blocks
+# mapped and gives them back to the system when they are freed.
+MALLOC_MMAP_THRESHOLD = ("MALLOC_MMAP_THRESHOLD_", str(256 * 1024))
+
+
+def keep_large_blocks_mapped() -> None:
+    """Set glibc's fixed mmap threshold for the worker processes about to start (glibc reads
+    it when a process starts); a value the operator set is kept."""
+    name, value = MALLOC_MMAP_THRESHOLD
+    os.environ.setdefault(name, value)
 
 
 def _run_server(settings: Settings) -> None:

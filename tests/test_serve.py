@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.cli import MALLOC_MMAP_THRESHOLD, keep_large_blocks_mapped
 from tests.support.helpers import PASSWORD
 from tests.support.live_server import live_server
 from tests.support.log_capture import find_leaks
@@ -75,6 +78,11 @@ def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) 
             # Whichever worker answers /metrics reports the sum over both.
             for _ in range(6):
                 assert _requests_to_users(client.get("/metrics").text) == sent
+            # Both workers started with glibc's fixed mmap threshold (app.cli).
+            name, value = MALLOC_MMAP_THRESHOLD
+            for pid in pids:
+                environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                assert f"{name}={value}".encode() in environment, pid
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(timeout=30) == 0
     log = server.log()
@@ -89,3 +97,13 @@ def test_two_workers_share_metrics_log_json_and_stop_gracefully(tmp_path: Path) 
     # Everything the server wrote is JSON (uvicorn's own lines and the migration's too).
     stray = [line for line in log.splitlines() if line.strip() and not line.startswith("{")]
     assert not stray, stray[:5]
+
+
+def test_an_operators_own_mmap_threshold_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    name, value = MALLOC_MMAP_THRESHOLD
+    monkeypatch.delenv(name, raising=False)
+    keep_large_blocks_mapped()
+    assert os.environ[name] == value
+    monkeypatch.setenv(name, "1048576")
+    keep_large_blocks_mapped()
+    assert os.environ[name] == "1048576"
