@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from fastapi import APIRouter, FastAPI
@@ -12,11 +12,13 @@ from starlette.routing import Route
 
 import app.main as app_main
 from app.accounts import dependencies as auth
+from app.db import SessionDep
 from app.main import add_routes, create_app
 from tests.conftest import make_settings
 
 # create_app connects to nothing: its lifespan, not run here, makes the engine.
 UNUSED_DATABASE = "sqlite+aiosqlite:///unused.db"
+SESSION = get_args(SessionDep)[1].dependency
 AUTHENTICATING = {auth._optional_user, auth._current_auth, auth._current_user, auth._admin_user}
 
 
@@ -111,4 +113,41 @@ def test_every_route_authenticates_at_most_once() -> None:
     assert twice == {}
     # And the check sees what it looks for: the admin listing authenticates once.
     admin = next(r for r in _api_routes(app) if r.path == "/images" and "GET" in r.methods)
-    assert _authenticating(admin.dependant) == ["_admin_user"]
+    assert _authenticating(admin.dependant) == ["admin_user"]
+
+
+def _bearer_dependants(dependant: Dependant) -> list[Dependant]:
+    found = []
+    for sub in dependant.dependencies:
+        found += [sub] if sub.call in AUTHENTICATING else _bearer_dependants(sub)
+    return found
+
+
+def test_the_bearer_dependencies_are_the_documented_bearer_scheme() -> None:
+    """Each bearer dependency is itself the security scheme, one dependency level with only
+    the session beneath it: /docs offers the bearer token on exactly the operations that
+    read one, and "or nothing" too where signing in is optional."""
+    app = create_app(make_settings(UNUSED_DATABASE))
+    spec = app.openapi()
+    documented = 0
+    for route in _api_routes(app):
+        found = _authenticating(route.dependant)
+        for dependant in _bearer_dependants(route.dependant):
+            assert [sub.call for sub in dependant.dependencies] == [SESSION], route.path
+        if not route.include_in_schema:
+            continue
+        expected = []
+        if found:
+            expected = [{"OAuth2PasswordBearer": []}]
+            expected += [{}] if found == ["optional_user"] else []
+        for method in route.methods or ():
+            operation = spec["paths"][route.path][method.lower()]
+            assert operation.get("security", []) == expected, (method, route.path)
+            documented += bool(expected)
+    assert documented > 20
+    assert spec["components"]["securitySchemes"] == {
+        "OAuth2PasswordBearer": {
+            "type": "oauth2",
+            "flows": {"password": {"scopes": {}, "tokenUrl": "/accounts/login"}},
+        }
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +23,8 @@ from app.users.models import User
 
 # auto_error=False: a missing token is answered by our own JSON error, with its code.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/accounts/login", auto_error=False)
+
+T = TypeVar("T")
 
 
 async def get_token_service(state: StateDep) -> TokenService:
@@ -77,35 +81,56 @@ async def _authenticate(
     return Authenticated(user=user, session_id=claims.session_id)
 
 
-# The token as the bearer scheme reads it (and as the OpenAPI document's Authorize offers it).
-BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
+class BearerAuthentication(SecurityBase, Generic[T]):
+    """A dependency that reads the bearer token and authenticates its caller, documented as
+    the bearer scheme itself: the same OpenAPI security entry (and /docs' Authorize button)
+    as `oauth2_scheme`, whose own parsing of the header it calls.
+
+    Each of `OptionalUser`, `CurrentAuth`, `CurrentUser` and `AdminUser` is one of these,
+    deciding from the caller (or None) what the route gets. The scheme and the session lookup
+    are one dependency, not a scheme under an authenticating dependency: FastAPI solves every
+    level on every request, each level's whole sub-tree even when its value is cached
+    (docs/performance.md), and a dependency that is a security scheme is documented as one.
+    """
+
+    def __init__(self, name: str, decide: Callable[[Authenticated | None], T]) -> None:
+        self.model = oauth2_scheme.model
+        self.scheme_name = oauth2_scheme.scheme_name
+        self.__name__ = name
+        self._decide = decide
+
+    async def __call__(self, request: Request, session: SessionDep) -> T:
+        token = await oauth2_scheme(request)
+        return self._decide(await _authenticate(request, session, token))
 
 
-# Each of these reads the token itself (one shared function, not a shared dependency): a
-# dependency under a dependency costs FastAPI a full solve per level on every request, and
-# a chain (admin -> user -> auth -> optional auth) cost one per level (docs/performance.md).
-async def _optional_user(request: Request, session: SessionDep, token: BearerToken) -> User | None:
-    auth = await _authenticate(request, session, token)
+def _optional(auth: Authenticated | None) -> User | None:
     return auth.user if auth is not None else None
 
 
-async def _current_auth(request: Request, session: SessionDep, token: BearerToken) -> Authenticated:
-    auth = await _authenticate(request, session, token)
+def _required(auth: Authenticated | None) -> Authenticated:
     if auth is None:
         raise NotAuthenticated()
     return auth
 
 
-async def _current_user(request: Request, session: SessionDep, token: BearerToken) -> User:
-    return (await _current_auth(request, session, token)).user
+def _user(auth: Authenticated | None) -> User:
+    return _required(auth).user
 
 
-async def _admin_user(request: Request, session: SessionDep, token: BearerToken) -> User:
-    user = (await _current_auth(request, session, token)).user
+def _admin(auth: Authenticated | None) -> User:
+    user = _required(auth).user
     if not user.is_admin:
         raise AdminRequired()
     return user
 
+
+# Module-level instances: FastAPI caches a dependency by its callable, and tests and
+# overrides name these.
+_optional_user = BearerAuthentication("optional_user", _optional)
+_current_auth = BearerAuthentication("current_auth", _required)
+_current_user = BearerAuthentication("current_user", _user)
+_admin_user = BearerAuthentication("admin_user", _admin)
 
 CurrentAuth = Annotated[Authenticated, Depends(_current_auth)]
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
