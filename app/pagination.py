@@ -56,13 +56,17 @@ class Listing(Generic[R]):
 
 @dataclass(frozen=True, slots=True)
 class PageParams:
-    """`limit` and `cursor` as FastAPI validated them (a dataclass: nothing to re-validate)."""
+    """The page a listing is asked for: `limit` and `cursor` as FastAPI validated them (a
+    dataclass: nothing to re-validate), and the codec that reads that cursor and signs the
+    next one."""
 
     limit: int
     cursor: str | None
+    cursors: CursorCodec
 
 
 async def page_params(
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
     cursor: Annotated[
         StorableStr | None,
@@ -70,7 +74,9 @@ async def page_params(
     ] = None,
 ) -> PageParams:
     """The `limit` and `cursor` query parameters shared by every listing."""
-    return PageParams(limit=limit, cursor=cursor)
+    # The codec from the request, not a sub-dependency: FastAPI solves every dependency on
+    # every request, and a listing's page and its cursors always come together.
+    return PageParams(limit=limit, cursor=cursor, cursors=app_state(request.app).cursor_codec)
 
 
 class CursorCodec:
@@ -134,7 +140,6 @@ def page_statement(
     parameters: dict[str, Any],
     *,
     listing: str,
-    cursors: CursorCodec,
     page: PageParams,
 ) -> tuple[Select[Any], dict[str, Any]]:
     """The statement of one page of a keyset listing and its bound values (one more row
@@ -142,7 +147,7 @@ def page_statement(
     values = {**parameters, "page_limit": page.limit + 1}
     statement = listing_query.first
     if page.cursor is not None:
-        values["after_id"] = cursors.decode(listing, page.cursor)
+        values["after_id"] = page.cursors.decode(listing, page.cursor)
         statement = listing_query.after
     return statement, values
 
@@ -153,14 +158,11 @@ async def paginate(
     parameters: dict[str, Any],
     *,
     listing: str,
-    cursors: CursorCodec,
     page: PageParams,
 ) -> Listing[dict[str, Any]]:
     """One page of a keyset listing, each row as a dict of its columns: every page costs
     the same as the first. `parameters` are the query's own bound values."""
-    statement, values = page_statement(
-        listing_query, parameters, listing=listing, cursors=cursors, page=page
-    )
+    statement, values = page_statement(listing_query, parameters, listing=listing, page=page)
     result = await session.execute(statement, values)
     # Plain dicts: pydantic validates them several times faster than `Row` attributes.
     keys = tuple(result.keys())
@@ -168,7 +170,7 @@ async def paginate(
     if len(rows) <= page.limit:
         return Listing(rows, None)
     rows = rows[: page.limit]
-    return Listing(rows, cursors.encode(listing, rows[-1][listing_query.id_key]))
+    return Listing(rows, page.cursors.encode(listing, rows[-1][listing_query.id_key]))
 
 
 PageParamsDep = Annotated[PageParams, Depends(page_params)]

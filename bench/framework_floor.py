@@ -141,9 +141,8 @@ def create_app() -> FastAPI:
     async def list_users(
         request: Request, session: SessionDep, limit: Limit = 50, cursor: Cursor = None
     ) -> Listing[dict[str, Any]]:
-        cursors = _state(request).cursors
-        page = PageParams(limit, cursor)
-        return await paginate(session, USERS, {}, listing="users", cursors=cursors, page=page)
+        page = PageParams(limit, cursor, _state(request).cursors)
+        return await paginate(session, USERS, {}, listing="users", page=page)
 
     @app.get("/users/{user_id}/images", response_model=Page[ImageRead])
     async def list_user_images(
@@ -159,8 +158,7 @@ def create_app() -> FastAPI:
             PUBLIC_GALLERY,
             {"owner_id": user_id},
             listing=f"user-images:{user_id}",
-            cursors=state.cursors,
-            page=PageParams(limit, cursor),
+            page=PageParams(limit, cursor, state.cursors),
         )
         state.media.attach(images.items)
         return images
@@ -190,8 +188,7 @@ def create_app() -> FastAPI:
             ALL_IMAGES,
             {},
             listing="images:None",
-            cursors=state.cursors,
-            page=PageParams(limit, cursor),
+            page=PageParams(limit, cursor, state.cursors),
         )
         state.media.attach(images.items)
         return images

@@ -66,8 +66,7 @@ async def public_gallery_page(
         PUBLIC_GALLERY,
         {"owner_id": owner.id},
         listing=gallery_listing(owner.id),
-        cursors=cursors,
-        page=PageParams(limit=GALLERY_PAGE_SIZE, cursor=cursor),
+        page=PageParams(limit=GALLERY_PAGE_SIZE, cursor=cursor, cursors=cursors),
     )
     rows = list(images.items)
     media_urls.attach(rows)

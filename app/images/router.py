@@ -28,7 +28,7 @@ from app.images.errors import (
 )
 from app.images.media_access import MediaUrlsDep
 from app.images.schemas import ImageCreate, ImageHealth, ImageRead, ImageUpdate
-from app.pagination import CursorCodecDep, InvalidCursor, Listing, Page, PageParamsDep
+from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
 from app.users.dependencies import UserIdPath
 from app.users.errors import UserNotFound
 
@@ -67,7 +67,6 @@ _WRITE_ERRORS = error_responses(
 async def list_user_images(
     user_id: UserIdPath,
     session: SessionDep,
-    cursors: CursorCodecDep,
     media_urls: MediaUrlsDep,
     page: PageParamsDep,
     viewer: OptionalUser,
@@ -79,7 +78,7 @@ async def list_user_images(
     `If-None-Match`: a current copy is answered 304 after one lookup."""
     return revalidation.answer(
         await service.list_user_images(
-            session, cursors, media_urls, revalidation, viewer, user_id, page, status
+            session, media_urls, revalidation, viewer, user_id, page, status
         )
     )
 
@@ -217,7 +216,6 @@ async def delete_image(
 )
 async def list_all_images(
     session: SessionDep,
-    cursors: CursorCodecDep,
     media_urls: MediaUrlsDep,
     page: PageParamsDep,
     _: AdminUser,
@@ -229,7 +227,7 @@ async def list_all_images(
 ) -> Response:
     """Every user's images, private ones included, newest first, optionally one user's and
     one link status."""
-    images = await service.list_all_images(session, cursors, media_urls, page, user_id, status)
+    images = await service.list_all_images(session, media_urls, page, user_id, status)
     return revalidation.content(images, Page[ImageRead], private=True)
 
 

@@ -36,7 +36,6 @@ from app.images.thumbnails import invalidate_thumbnails
 from app.images.url_guard import normalise_image_url
 from app.images.visibility import Visibility, may_see_private_images
 from app.pagination import (
-    CursorCodec,
     Keyset,
     Listing,
     PageParams,
@@ -192,7 +191,6 @@ def _gallery_is_current(
 
 async def list_user_images(
     session: AsyncSession,
-    cursors: CursorCodec,
     media_urls: MediaUrls,
     revalidation: Revalidation,
     viewer: User | None,
@@ -211,9 +209,7 @@ async def list_user_images(
     listing_query = _VERSIONED_GALLERIES[may_see_private_images(viewer, user_id), bool(status)]
     query = {"owner_id": user_id, **parameters}
     listing = gallery_listing(user_id) + suffix
-    images = await paginate(
-        session, listing_query, query, listing=listing, cursors=cursors, page=page
-    )
+    images = await paginate(session, listing_query, query, listing=listing, page=page)
     # A page with images proves the owner exists (the foreign key) and carries the version
     # read with it: only an empty page needs the lookup that tells an empty gallery from a
     # missing user.
@@ -223,9 +219,7 @@ async def list_user_images(
         for row in images.items:
             del row[_VERSION_KEY]
     else:
-        statement, values = page_statement(
-            listing_query, query, listing=listing, cursors=cursors, page=page
-        )
+        statement, values = page_statement(listing_query, query, listing=listing, page=page)
         current = await _empty_page_version(session, statement, values)
     if current is not None:
         _gallery_is_current(revalidation, media_urls, viewer, user_id, current)
@@ -257,7 +251,6 @@ async def _empty_page_version(
 
 async def list_all_images(
     session: AsyncSession,
-    cursors: CursorCodec,
     media_urls: MediaUrls,
     page: PageParams,
     user_id: int | None,
@@ -276,7 +269,6 @@ async def list_all_images(
         listing_query,
         parameters,
         listing=f"images:{user_id}{suffix}",
-        cursors=cursors,
         page=page,
     )
     media_urls.attach(images.items)

@@ -9,7 +9,7 @@ from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
 from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
-from app.pagination import CursorCodecDep, InvalidCursor, Page, PageParamsDep
+from app.pagination import InvalidCursor, Page, PageParamsDep
 from app.users import service
 from app.users.dependencies import UserIdPath
 from app.users.errors import EmailTaken, UsernameTaken, UserNotFound
@@ -37,10 +37,10 @@ async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> Response:
     responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidCursor),
 )
 async def list_users(
-    session: SessionDep, cursors: CursorCodecDep, page: PageParamsDep, revalidation: RevalidationDep
+    session: SessionDep, page: PageParamsDep, revalidation: RevalidationDep
 ) -> Response:
     """Public profiles of all users in id order, without emails."""
-    users = await service.list_users(session, cursors, page)
+    users = await service.list_users(session, page)
     return revalidation.content(users, Page[UserPublic], private=False, vary=False)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import MAX_ID
-from app.pagination import CursorCodec, Listing, PageParams, keyset, paginate
+from app.pagination import Listing, PageParams, keyset, paginate
 from app.users.errors import UserNotFound
 from app.users.identity import ensure_identity_free, flush_identity
 from app.users.identity_keys import email_key, username_key
@@ -47,11 +47,9 @@ _USERS = keyset(
 )
 
 
-async def list_users(
-    session: AsyncSession, cursors: CursorCodec, page: PageParams
-) -> Listing[dict[str, Any]]:
+async def list_users(session: AsyncSession, page: PageParams) -> Listing[dict[str, Any]]:
     """Users in id order, one page at a time: what anyone may see of them."""
-    return await paginate(session, _USERS, {}, listing=USERS_LISTING, cursors=cursors, page=page)
+    return await paginate(session, _USERS, {}, listing=USERS_LISTING, page=page)
 
 
 _users_table = cast(Table, User.__table__)
