@@ -699,7 +699,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=int(os.environ.get("BENCH_ROUNDS", 3)),
+        default=int(os.environ.get("BENCH_ROUNDS", 5)),
         help="paired app/framework-floor rounds per read scenario and connection count",
     )
     parser.add_argument("--connections", default="32,128")
