@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -486,8 +487,9 @@ async def test_raw_refuses_an_original_known_to_be_over_the_cap(
     assert_error(await client.get(_raw_path(declared)), 422, "image_too_large")
 
 
-def _chunked_route(body: bytes) -> Any:
-    """A route that sends `body` without declaring its length."""
+def _chunked_route(body: bytes, hold_after: int, release: threading.Event) -> Any:
+    """A route that sends `body` without declaring its length: the chunks up to `hold_after`
+    bytes at once, the rest once `release` is set (or after 15 s)."""
 
     def chunked(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
@@ -498,8 +500,11 @@ def _chunked_route(body: bytes) -> Any:
             return
         try:
             for start in range(0, len(body), 8192):
+                if start >= hold_after:
+                    release.wait(15)
                 piece = body[start : start + 8192]
                 handler.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                handler.wfile.flush()
             handler.wfile.write(b"0\r\n\r\n")
         except ConnectionError:
             pass  # the reader stopped at its cap
@@ -512,7 +517,13 @@ def test_raw_cuts_an_undeclared_original_at_the_cap(tmp_path: Path, image_host: 
     """On a real server: the first bytes go out with the headers, and the body stops at the
     cap without its final chunk, so the client knows it did not get the whole file."""
     body = hostile_files.noisy_jpeg((800, 600))
-    image_host.routes["/chunked.jpg"] = _chunked_route(body)
+    assert len(body) > 200_000
+    # The host holds everything past the first 72 KiB until the client has the headers: a
+    # reader that took more than the cap before answering would refuse with a 422 instead,
+    # which is also true (tests above) but not the cut this test is about. Without the hold,
+    # a loaded machine let the proxy's first reads gather over 100,000 bytes.
+    released = threading.Event()
+    image_host.routes["/chunked.jpg"] = _chunked_route(body, 9 * 8192, released)
     settings = {
         "IMAGE_PROXY_MAX_BYTES": "100000",
         "IMAGE_FETCH_ALLOWED_NETWORKS": "127.0.0.1/32",
@@ -535,7 +546,8 @@ def test_raw_cuts_an_undeclared_original_at_the_cap(tmp_path: Path, image_host: 
         assert created.status_code == 201, created.text
         received: list[bytes] = []
         with http.stream("GET", "/users/1/images/1/raw") as response:
-            assert response.status_code == 200
+            released.set()
+            assert response.status_code == 200, response.read()
             assert response.headers["content-type"] == "image/jpeg"
             with pytest.raises(httpx.RemoteProtocolError):
                 received.extend(response.iter_raw())
