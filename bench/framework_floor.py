@@ -8,6 +8,7 @@ helper from the same columns), the same cursor codec and media URL signer, so th
 byte-identical (the harness checks it). Authentication for `/users/me` and `/images`: the
 app's JWT verification (`TokenService.read_access_token`) and the app's session query,
 written as one plain dependency. No middleware, no logging, no metrics, no rate limits.
+The collector is settled as the app's (`settle_collector`): a process setting, not a layer.
 
 `app / framework floor` is therefore what our own code costs (middleware, logging, metrics,
 dependency chains, services); `app / raw floor` (bench/floor.py) what everything costs.

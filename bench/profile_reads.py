@@ -95,6 +95,8 @@ def profile(
     samples: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue  # a frame name with a line break in it (a SQL text): not a sample line
         samples[layer_of(stack)] += int(count)
     total = sum(samples.values()) or 1
     us_per_request = cpu * 1e6 / max(1, result["requests"])
