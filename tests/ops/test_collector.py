@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from asgi_lifespan import LifespanManager
@@ -14,6 +15,8 @@ from app.main import create_app
 from app.ops.collector import YOUNG_THRESHOLD
 from app.state import app_state
 from tests.conftest import empty_tables, make_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _PROBE = """
 import gc, json
@@ -36,7 +39,12 @@ print(json.dumps({"before": before, "frozen": frozen, "after": after,
 def test_start_up_objects_are_frozen_once_and_young_collections_run_less_often() -> None:
     # A fresh interpreter: this test process has already settled its collector.
     result = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _PROBE],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     seen = json.loads(result.stdout)
     assert seen["before"][0] == 700  # CPython's default, which the setting replaces
