@@ -141,6 +141,15 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def read_session(request: Request) -> AsyncSession:
+    """A new session for a safe request's reads, in autocommit (`create_read_sessionmaker`);
+    the caller closes it (`async with`). Refused for any other method: its writes would
+    each commit on their own."""
+    if request.method not in SAFE_METHODS:
+        raise RuntimeError(f"a read session for a {request.method} request")
+    return app_state(request.app).read_sessionmaker()
+
+
 async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session and one transaction per request: commit after the handler, roll back on error.
 
@@ -149,13 +158,12 @@ async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
     # The state from the request rather than a `StateDep` sub-dependency: FastAPI solves a
     # dependency's whole sub-tree again at every place it is used, even when its value is
     # cached, and the session is used by nearly every dependency (docs/performance.md).
-    state = app_state(request.app)
     if request.method in SAFE_METHODS:
         # Nothing to commit or roll back: closing the session returns its connection.
-        async with state.read_sessionmaker() as session:
+        async with read_session(request) as session:
             yield session
         return
-    async with state.sessionmaker() as session:
+    async with app_state(request.app).sessionmaker() as session:
         try:
             yield session
         except BaseException:

@@ -21,8 +21,9 @@ DECLARATIONS = {"models", "schemas", "errors", "dependencies"}
 # on users, never the reverse, and accounts and images do not use each other's; the gallery
 # page shows users' images, so it builds on both.
 DOMAIN_LEVEL = {"users": 0, "accounts": 1, "images": 1, "gallery": 2}
-# The typed lifespan state names the domain classes it holds, for the type checker only.
-TYPE_ONLY_EXCEPTIONS = {"app.state"}
+# The typed lifespan state names the domain classes it holds, for the type checker only, and
+# so does a read's context (app.reads), which hands one of them (the media URLs) to routes.
+TYPE_ONLY_EXCEPTIONS = {"app.state", "app.reads"}
 MAX_FUNCTION_LINES = 60
 
 

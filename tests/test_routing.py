@@ -5,21 +5,31 @@ from __future__ import annotations
 from typing import Any, get_args
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 import app.main as app_main
 from app.accounts import dependencies as auth
-from app.db import SessionDep
+from app.db import SessionDep, read_session
 from app.main import add_routes, create_app
+from app.reads import anonymous_read
 from tests.conftest import make_settings
 
 # create_app connects to nothing: its lifespan, not run here, makes the engine.
 UNUSED_DATABASE = "sqlite+aiosqlite:///unused.db"
 SESSION = get_args(SessionDep)[1].dependency
-AUTHENTICATING = {auth._optional_user, auth._current_auth, auth._current_user, auth._admin_user}
+AUTHENTICATING = {
+    auth._optional_user,
+    auth._current_auth,
+    auth._current_user,
+    auth._admin_user,
+    auth._optional_user_read,
+    auth._current_user_read,
+    auth._admin_read,
+}
+OPTIONAL = {"optional_user", "optional_user_read"}
 
 
 def _route_table(app: FastAPI) -> list[tuple[str, tuple[str, ...], str]]:
@@ -113,7 +123,7 @@ def test_every_route_authenticates_at_most_once() -> None:
     assert twice == {}
     # And the check sees what it looks for: the admin listing authenticates once.
     admin = next(r for r in _api_routes(app) if r.path == "/images" and "GET" in r.methods)
-    assert _authenticating(admin.dependant) == ["admin_user"]
+    assert _authenticating(admin.dependant) == ["admin_read"]
 
 
 def _bearer_dependants(dependant: Dependant) -> list[Dependant]:
@@ -125,21 +135,23 @@ def _bearer_dependants(dependant: Dependant) -> list[Dependant]:
 
 def test_the_bearer_dependencies_are_the_documented_bearer_scheme() -> None:
     """Each bearer dependency is itself the security scheme, one dependency level with only
-    the session beneath it: /docs offers the bearer token on exactly the operations that
-    read one, and "or nothing" too where signing in is optional."""
+    the session beneath it (or nothing, for a `Read` that opens its own): /docs offers the
+    bearer token on exactly the operations that read one, and "or nothing" too where signing
+    in is optional."""
     app = create_app(make_settings(UNUSED_DATABASE))
     spec = app.openapi()
     documented = 0
     for route in _api_routes(app):
         found = _authenticating(route.dependant)
         for dependant in _bearer_dependants(route.dependant):
-            assert [sub.call for sub in dependant.dependencies] == [SESSION], route.path
+            beneath = [] if isinstance(dependant.call, auth.ReadAuthentication) else [SESSION]
+            assert [sub.call for sub in dependant.dependencies] == beneath, route.path
         if not route.include_in_schema:
             continue
         expected = []
         if found:
             expected = [{"OAuth2PasswordBearer": []}]
-            expected += [{}] if found == ["optional_user"] else []
+            expected += [{}] if set(found) <= OPTIONAL else []
         for method in route.methods or ():
             operation = spec["paths"][route.path][method.lower()]
             assert operation.get("security", []) == expected, (method, route.path)
@@ -151,3 +163,62 @@ def test_the_bearer_dependencies_are_the_documented_bearer_scheme() -> None:
             "flows": {"password": {"scopes": {}, "tokenUrl": "/accounts/login"}},
         }
     }
+
+
+def _solves(dependant: Dependant) -> int:
+    """How many dependencies FastAPI solves for this dependant on every request: each one,
+    at every place it is used, cached value or not."""
+    return sum(1 + _solves(sub) for sub in dependant.dependencies)
+
+
+def test_the_hot_reads_solve_their_context_as_one_dependency() -> None:
+    """Each solve costs about 10 us, as much as a small handler (app/reads.py): a read takes
+    its session, reader, validator and media URLs as one `Read`, plus its page when it is a
+    listing. A gallery page solved six before."""
+    app = create_app(make_settings(UNUSED_DATABASE))
+    solves = {
+        route.path: _solves(route.dependant)
+        for route in _api_routes(app)
+        if "GET" in (route.methods or ())
+    }
+    assert {
+        path: solves[path]
+        for path in (
+            "/users",
+            "/users/me",
+            "/users/{user_id}",
+            "/users/{user_id}/images",
+            "/users/{user_id}/images/{image_id}",
+            "/images",
+        )
+    } == {
+        "/users": 2,
+        "/users/me": 1,
+        "/users/{user_id}": 1,
+        "/users/{user_id}/images": 2,
+        "/users/{user_id}/images/{image_id}": 1,
+        "/images": 2,
+    }
+
+
+def test_a_read_closes_its_session_before_the_answer_is_sent() -> None:
+    """As `SessionDep`: "function" scope ends the dependency when the route returns, so a
+    slow client never holds a pooled connection while its answer is sent."""
+    app = create_app(make_settings(UNUSED_DATABASE))
+    reads = [
+        sub
+        for route in _api_routes(app)
+        for sub in route.dependant.dependencies
+        if isinstance(sub.call, auth.ReadAuthentication) or sub.call is anonymous_read
+    ]
+    assert len(reads) >= 6
+    assert {sub.scope for sub in reads} == {"function"}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_a_read_session_is_refused_to_a_request_that_may_write(method: str) -> None:
+    """Its autocommit would commit each write on its own, outside the request's one
+    transaction."""
+    request = Request({"type": "http", "method": method, "headers": [], "app": None})
+    with pytest.raises(RuntimeError, match=f"a read session for a {method} request"):
+        read_session(request)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import OAuth2PasswordBearer
 from fastapi.security.base import SecurityBase
 from sqlalchemy import bindparam, select
@@ -16,8 +16,9 @@ from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.accounts.models import AccountSession
 from app.accounts.security import PasswordHasher, TokenService
 from app.accounts.sessions import SessionClient, touch_session
-from app.db import SessionDep, utcnow
+from app.db import SessionDep, read_session, utcnow
 from app.rate_limits import ClientAddress
+from app.reads import Read, read_context
 from app.state import StateDep, app_state
 from app.users.models import User
 
@@ -81,17 +82,10 @@ async def _authenticate(
     return Authenticated(user=user, session_id=claims.session_id)
 
 
-class BearerAuthentication(SecurityBase, Generic[T]):
-    """A dependency that reads the bearer token and authenticates its caller, documented as
-    the bearer scheme itself: the same OpenAPI security entry (and /docs' Authorize button)
-    as `oauth2_scheme`, whose own parsing of the header it calls.
-
-    Each of `OptionalUser`, `CurrentAuth`, `CurrentUser` and `AdminUser` is one of these,
-    deciding from the caller (or None) what the route gets. The scheme and the session lookup
-    are one dependency, not a scheme under an authenticating dependency: FastAPI solves every
-    level on every request, each level's whole sub-tree even when its value is cached
-    (docs/performance.md), and a dependency that is a security scheme is documented as one.
-    """
+class _BearerScheme(SecurityBase, Generic[T]):
+    """A dependency documented as the bearer scheme itself: the same OpenAPI security entry
+    (and /docs' Authorize button) as `oauth2_scheme`, whose own parsing of the header its
+    subclasses call. `decide` turns the caller (or None) into what the route gets."""
 
     def __init__(self, name: str, decide: Callable[[Authenticated | None], T]) -> None:
         self.model = oauth2_scheme.model
@@ -99,9 +93,33 @@ class BearerAuthentication(SecurityBase, Generic[T]):
         self.__name__ = name
         self._decide = decide
 
-    async def __call__(self, request: Request, session: SessionDep) -> T:
+    async def _viewer(self, request: Request, session: AsyncSession) -> T:
         token = await oauth2_scheme(request)
         return self._decide(await _authenticate(request, session, token))
+
+
+class BearerAuthentication(_BearerScheme[T]):
+    """A dependency that reads the bearer token and authenticates its caller.
+
+    Each of `OptionalUser`, `CurrentAuth`, `CurrentUser` and `AdminUser` is one of these.
+    The scheme and the session lookup are one dependency, not a scheme under an
+    authenticating dependency: FastAPI solves every level on every request, each level's
+    whole sub-tree even when its value is cached (docs/performance.md), and a dependency
+    that is a security scheme is documented as one.
+    """
+
+    async def __call__(self, request: Request, session: SessionDep) -> T:
+        return await self._viewer(request, session)
+
+
+class ReadAuthentication(_BearerScheme[T]):
+    """A GET's whole context (`app.reads.Read`) with its caller authenticated, as one
+    dependency: it opens the read's session, authenticates on it, and yields the `Read`;
+    the session closes when the route returns. See `app.reads` for why it is one."""
+
+    async def __call__(self, request: Request, response: Response) -> AsyncIterator[Read[T]]:
+        async with read_session(request) as session:
+            yield read_context(request, response, session, await self._viewer(request, session))
 
 
 def _optional(auth: Authenticated | None) -> User | None:
@@ -132,10 +150,18 @@ _current_auth = BearerAuthentication("current_auth", _required)
 _current_user = BearerAuthentication("current_user", _user)
 _admin_user = BearerAuthentication("admin_user", _admin)
 
+_optional_user_read = ReadAuthentication("optional_user_read", _optional)
+_current_user_read = ReadAuthentication("current_user_read", _user)
+_admin_read = ReadAuthentication("admin_read", _admin)
+
 CurrentAuth = Annotated[Authenticated, Depends(_current_auth)]
 OptionalUser = Annotated[User | None, Depends(_optional_user)]
 CurrentUser = Annotated[User, Depends(_current_user)]
 AdminUser = Annotated[User, Depends(_admin_user)]
+# A GET's context with its reader, one dependency (app.reads); "function" scope as `SessionDep`.
+OptionalUserRead = Annotated[Read[User | None], Depends(_optional_user_read, scope="function")]
+CurrentUserRead = Annotated[Read[User], Depends(_current_user_read, scope="function")]
+AdminRead = Annotated[Read[User], Depends(_admin_read, scope="function")]
 
 
 async def _session_client(request: Request, address: ClientAddress) -> SessionClient:

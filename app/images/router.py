@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
-from app.accounts.dependencies import AdminUser, OptionalUser
+from app.accounts.dependencies import AdminRead, AdminUser, OptionalUserRead
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import MAX_ID, SessionDep
 from app.errors import InvalidInput, error_responses
-from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
+from app.http_caching import NOT_MODIFIED_RESPONSE
 from app.images import service
 from app.images.dependencies import (
     EditableGalleryDep,
@@ -66,19 +66,16 @@ _WRITE_ERRORS = error_responses(
 )
 async def list_user_images(
     user_id: UserIdPath,
-    session: SessionDep,
-    media_urls: MediaUrlsDep,
+    read: OptionalUserRead,
     page: PageParamsDep,
-    viewer: OptionalUser,
-    revalidation: RevalidationDep,
     status: StatusFilter = None,
 ) -> Listing[dict[str, Any]] | Response:
     """A user's gallery, newest first, optionally only the images with one link status:
     public images for everyone, private ones too for the owner and admins. Revalidate with
     `If-None-Match`: a current copy is answered 304 after one lookup."""
-    return revalidation.answer(
+    return read.revalidation.answer(
         await service.list_user_images(
-            session, media_urls, revalidation, viewer, user_id, page, status
+            read.session, read.media_urls, read.revalidation, read.viewer, user_id, page, status
         )
     )
 
@@ -118,16 +115,13 @@ async def create_image(
     responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidToken, UserNotFound, ImageNotFound),
 )
 async def read_image(
-    user_id: UserIdPath,
-    image_id: ImageIdPath,
-    session: SessionDep,
-    media_urls: MediaUrlsDep,
-    viewer: OptionalUser,
-    revalidation: RevalidationDep,
+    user_id: UserIdPath, image_id: ImageIdPath, read: OptionalUserRead
 ) -> Response:
     """One image of a user's gallery; a private one only for its owner and admins."""
-    image = await service.read_user_image(session, media_urls, viewer, user_id, image_id)
-    return revalidation.content(image, ImageRead, private=viewer is not None)
+    image = await service.read_user_image(
+        read.session, read.media_urls, read.viewer, user_id, image_id
+    )
+    return read.revalidation.content(image, ImageRead, private=read.viewer is not None)
 
 
 @router.patch(
@@ -215,11 +209,8 @@ async def delete_image(
     | error_responses(NotAuthenticated, AdminRequired, InvalidCursor),
 )
 async def list_all_images(
-    session: SessionDep,
-    media_urls: MediaUrlsDep,
+    read: AdminRead,
     page: PageParamsDep,
-    _: AdminUser,
-    revalidation: RevalidationDep,
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
@@ -227,8 +218,8 @@ async def list_all_images(
 ) -> Response:
     """Every user's images, private ones included, newest first, optionally one user's and
     one link status."""
-    images = await service.list_all_images(session, media_urls, page, user_id, status)
-    return revalidation.content(images, Page[ImageRead], private=True)
+    images = await service.list_all_images(read.session, read.media_urls, page, user_id, status)
+    return read.revalidation.content(images, Page[ImageRead], private=True)
 
 
 @router.get(

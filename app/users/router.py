@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.accounts.dependencies import AdminUser, CurrentUser, OptionalUser
+from app.accounts.dependencies import AdminUser, CurrentUserRead, OptionalUserRead
 from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
-from app.http_caching import NOT_MODIFIED_RESPONSE, RevalidationDep
+from app.http_caching import NOT_MODIFIED_RESPONSE
 from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.reads import AnonymousRead
 from app.users import service
 from app.users.dependencies import UserIdPath
 from app.users.errors import EmailTaken, UsernameTaken, UserNotFound
@@ -25,9 +26,9 @@ router = APIRouter(prefix="/users", tags=["users"])
     summary="The signed-in user",
     responses=NOT_MODIFIED_RESPONSE | error_responses(NotAuthenticated),
 )
-async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> Response:
+async def read_me(read: CurrentUserRead) -> Response:
     """The signed-in user, email included."""
-    return revalidation.content(user, UserPrivate, private=True)
+    return read.revalidation.content(read.viewer, UserPrivate, private=True)
 
 
 @router.get(
@@ -36,12 +37,10 @@ async def read_me(user: CurrentUser, revalidation: RevalidationDep) -> Response:
     summary="List users",
     responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidCursor),
 )
-async def list_users(
-    session: SessionDep, page: PageParamsDep, revalidation: RevalidationDep
-) -> Response:
+async def list_users(read: AnonymousRead, page: PageParamsDep) -> Response:
     """Public profiles of all users in id order, without emails."""
-    users = await service.list_users(session, page)
-    return revalidation.content(users, Page[UserPublic], private=False, vary=False)
+    users = await service.list_users(read.session, page)
+    return read.revalidation.content(users, Page[UserPublic], private=False, vary=False)
 
 
 @router.get(
@@ -52,14 +51,13 @@ async def list_users(
     openapi_extra={"security": [{}]},
     responses=NOT_MODIFIED_RESPONSE | error_responses(UserNotFound, InvalidToken, InvalidInput),
 )
-async def read_user(
-    user_id: UserIdPath, session: SessionDep, viewer: OptionalUser, revalidation: RevalidationDep
-) -> Response:
+async def read_user(user_id: UserIdPath, read: OptionalUserRead) -> Response:
     """A user's public profile; the email is shown only to the user themself and to admins."""
-    user = await service.get_user(session, user_id)
+    user = await service.get_user(read.session, user_id)
+    viewer = read.viewer
     shows_email = viewer is not None and (viewer.id == user.id or viewer.is_admin)
     profile = UserPrivate if shows_email else UserPublic
-    return revalidation.content(user, profile, private=viewer is not None)
+    return read.revalidation.content(user, profile, private=viewer is not None)
 
 
 @router.patch(

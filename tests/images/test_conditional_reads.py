@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.http_caching import get_revalidation
+from app.accounts.dependencies import _optional_user_read
 from app.images import service
 from app.images.models import Image
 from app.images.recheck import Rechecker
@@ -628,7 +628,7 @@ async def test_a_signed_out_revalidation_never_reaches_the_route(
     async def no_route() -> None:
         raise AssertionError("the route ran")
 
-    app.dependency_overrides[get_revalidation] = no_route
+    app.dependency_overrides[_optional_user_read] = no_route
     try:
         await assert_not_modified(client, path, None, tag)
         # The control: a stale tag does reach the route (its error answers 500 here).
