@@ -775,10 +775,17 @@ class Servers:
     image_hosts: dict[int, int]  # latency in ms -> port
 
 
+# What the servers inherit from the shell that started the bench: where programs and
+# temporary files are, and the locale. Nothing else: a LOG_FORMAT, LOG_LEVEL or any other
+# setting exported in that shell would change what is measured (a JSON access line costs
+# more than the text one), so every setting the app runs with is the bench's own, below.
+INHERITED_ENVIRONMENT = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+
+
 def server_environments(plan: Plan, secret: str) -> tuple[dict[str, str], dict[str, str]]:
     """The environment of the image hosts and the floor (common), and of the app."""
     common = {
-        **os.environ,
+        **{name: os.environ[name] for name in INHERITED_ENVIRONMENT if name in os.environ},
         "SECRET_KEY": secret,
         "DATABASE_POOL_SIZE": str(plan.args.pool_size),
         "PYTHONPATH": str(ROOT),
