@@ -65,18 +65,14 @@ class PageParams:
     cursors: CursorCodec
 
 
-async def page_params(
-    request: Request,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")] = DEFAULT_LIMIT,
-    cursor: Annotated[
-        StorableStr | None,
-        Query(max_length=512, description="`next_cursor` from the previous page."),
-    ] = None,
-) -> PageParams:
-    """The `limit` and `cursor` query parameters shared by every listing."""
-    # The codec from the request, not a sub-dependency: FastAPI solves every dependency on
-    # every request, and a listing's page and its cursors always come together.
-    return PageParams(limit=limit, cursor=cursor, cursors=app_state(request.app).cursor_codec)
+# The query parameters every listing takes, declared on the listing routes themselves (a
+# dependency around them cost another solve per page, app/reads.py); `Read.page(limit,
+# cursor)` makes the `PageParams`.
+LimitQuery = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page.")]
+CursorQuery = Annotated[
+    StorableStr | None,
+    Query(max_length=512, description="`next_cursor` from the previous page."),
+]
 
 
 class CursorCodec:
@@ -171,9 +167,6 @@ async def paginate(
         return Listing(rows, None)
     rows = rows[: page.limit]
     return Listing(rows, page.cursors.encode(listing, rows[-1][listing_query.id_key]))
-
-
-PageParamsDep = Annotated[PageParams, Depends(page_params)]
 
 
 async def get_cursor_codec(request: Request) -> CursorCodec:

@@ -9,7 +9,9 @@ the viewer, the viewer's session again, the validator) where the framework floor
 one; that was a fifth of what separated the two (docs/performance.md, fourth round).
 
 So the hot reads take one `Read`, which reads like the rest of a route's parameters
-(`read: OptionalUserRead`), and the named dependencies (`SessionDep`, `OptionalUser`,
+(`read: OptionalUserRead`), listings their `limit` and `cursor` as plain query parameters
+(`LimitQuery`, `CursorQuery`: a dependency around them was one more solve), and the named
+dependencies (`SessionDep`, `OptionalUser`,
 `RevalidationDep`, `MediaUrlsDep`) stay for writes and the other routes. The signed-in
 variants, which authenticate their caller and are documented as the bearer scheme, live in
 `app.accounts.dependencies`; this core module has the context itself and the one for
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import read_session
 from app.http_caching import Revalidation
+from app.pagination import CursorCodec, PageParams
 from app.state import app_state
 
 if TYPE_CHECKING:
@@ -38,13 +41,19 @@ V = TypeVar("V")
 @dataclass(frozen=True, slots=True)
 class Read(Generic[V]):
     """One GET: its session (autocommit, closed before the answer is sent), its reader
-    (`viewer`: None, a user, or the caller's sign-in), its answer's validator, and the
-    app's media URLs."""
+    (`viewer`: None, a user, or the caller's sign-in), its answer's validator, the app's
+    media URLs, and its cursor codec for the pages it lists."""
 
     session: AsyncSession
     viewer: V
     revalidation: Revalidation
     media_urls: MediaUrls
+    cursors: CursorCodec
+
+    def page(self, limit: int, cursor: str | None) -> PageParams:
+        """The page a listing asked for (`LimitQuery`, `CursorQuery`), with the codec that
+        reads its cursor and signs the next one."""
+        return PageParams(limit=limit, cursor=cursor, cursors=self.cursors)
 
 
 def read_context(request: Request, response: Response, session: AsyncSession, viewer: V) -> Read[V]:
@@ -55,6 +64,7 @@ def read_context(request: Request, response: Response, session: AsyncSession, vi
         viewer=viewer,
         revalidation=Revalidation(state.entity_tags, request, response),
         media_urls=state.media_urls,
+        cursors=state.cursor_codec,
     )
 
 

@@ -28,7 +28,14 @@ from app.images.errors import (
 )
 from app.images.media_access import MediaUrlsDep
 from app.images.schemas import ImageCreate, ImageHealth, ImageRead, ImageUpdate
-from app.pagination import InvalidCursor, Listing, Page, PageParamsDep
+from app.pagination import (
+    DEFAULT_LIMIT,
+    CursorQuery,
+    InvalidCursor,
+    LimitQuery,
+    Listing,
+    Page,
+)
 from app.users.dependencies import UserIdPath
 from app.users.errors import UserNotFound
 
@@ -67,15 +74,22 @@ _WRITE_ERRORS = error_responses(
 async def list_user_images(
     user_id: UserIdPath,
     read: OptionalUserRead,
-    page: PageParamsDep,
     status: StatusFilter = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> Listing[dict[str, Any]] | Response:
     """A user's gallery, newest first, optionally only the images with one link status:
     public images for everyone, private ones too for the owner and admins. Revalidate with
     `If-None-Match`: a current copy is answered 304 after one lookup."""
     return read.revalidation.answer(
         await service.list_user_images(
-            read.session, read.media_urls, read.revalidation, read.viewer, user_id, page, status
+            read.session,
+            read.media_urls,
+            read.revalidation,
+            read.viewer,
+            user_id,
+            read.page(limit, cursor),
+            status,
         )
     )
 
@@ -210,14 +224,16 @@ async def delete_image(
 )
 async def list_all_images(
     read: AdminRead,
-    page: PageParamsDep,
     user_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Only this user's images.")
     ] = None,
     status: StatusFilter = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> Response:
     """Every user's images, private ones included, newest first, optionally one user's and
     one link status."""
+    page = read.page(limit, cursor)
     images = await service.list_all_images(read.session, read.media_urls, page, user_id, status)
     return read.revalidation.content(images, Page[ImageRead], private=True)
 

@@ -9,7 +9,7 @@ from app.accounts.errors import AdminRequired, InvalidToken, NotAuthenticated
 from app.db import SessionDep
 from app.errors import InvalidInput, error_responses
 from app.http_caching import NOT_MODIFIED_RESPONSE
-from app.pagination import InvalidCursor, Page, PageParamsDep
+from app.pagination import DEFAULT_LIMIT, CursorQuery, InvalidCursor, LimitQuery, Page
 from app.reads import AnonymousRead
 from app.users import service
 from app.users.dependencies import UserIdPath
@@ -37,9 +37,11 @@ async def read_me(read: CurrentUserRead) -> Response:
     summary="List users",
     responses=NOT_MODIFIED_RESPONSE | error_responses(InvalidCursor),
 )
-async def list_users(read: AnonymousRead, page: PageParamsDep) -> Response:
+async def list_users(
+    read: AnonymousRead, limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None
+) -> Response:
     """Public profiles of all users in id order, without emails."""
-    users = await service.list_users(read.session, page)
+    users = await service.list_users(read.session, read.page(limit, cursor))
     return read.revalidation.content(users, Page[UserPublic], private=False, vary=False)
 
 
