@@ -1,12 +1,12 @@
 """What one FastAPI dependency costs per request, in-process (docs/performance.md, "Fourth
 round").
 
-Four routes on a bare FastAPI app, each called as an ASGI app with the same scope: a
-session-like `yield` dependency alone (as the framework floor has it); that plus two plain
-dependencies (as a single image had its media URLs and validator); that plus one dependency
-with the session beneath it (as the viewer had it); and that plus one composite dependency
-in place of them all (as `app.reads.Read` is). The dependencies do nothing, so the
-differences are FastAPI's solving alone. Timings are per
+Three routes on a bare FastAPI app, each called as an ASGI app with the same scope and
+answering the same empty JSON object: a session-like `yield` dependency alone (as the
+framework floor reads); the dependencies a single image had before `app.reads` (that
+session, media URLs, a validator that takes the response, and a viewer with the session
+beneath it again); and one `yield` dependency in their place (as `app.reads.Read` is). The
+dependencies do nothing, so the differences are FastAPI's solving alone. Timings are per
 request in this process, medians of `--rounds`, the routes interleaved in each round.
 
     python -m bench.dependency_cost --requests 20000 --rounds 5
@@ -33,52 +33,49 @@ async def _session(request: Request) -> AsyncIterator[int]:
 Session = Annotated[int, Depends(_session, scope="function")]
 
 
-async def _plain(request: Request) -> int:
+async def _media_urls(request: Request) -> int:
     return 1
 
 
-async def _with_response(request: Request, response: Response) -> int:
+async def _revalidation(request: Request, response: Response) -> int:
     return 2
 
 
-async def _beneath_session(request: Request, session: Session) -> int:
+async def _viewer(request: Request, session: Session) -> int:
     return 3
 
 
-async def _composite(request: Request, response: Response) -> tuple[int, int, int]:
-    return (1, 2, 3)
+async def _read(request: Request, response: Response) -> AsyncIterator[tuple[int, int, int]]:
+    yield (1, 2, 3)
 
 
-Plain = Annotated[int, Depends(_plain)]
-WithResponse = Annotated[int, Depends(_with_response)]
-BeneathSession = Annotated[int, Depends(_beneath_session)]
-Composite = Annotated[tuple[int, int, int], Depends(_composite)]
+MediaUrls = Annotated[int, Depends(_media_urls)]
+Revalidation = Annotated[int, Depends(_revalidation)]
+Viewer = Annotated[int, Depends(_viewer)]
+Read = Annotated[tuple[int, int, int], Depends(_read, scope="function")]
 
 ROUTES = {
-    "session only": "/one",
-    "+ 2 plain dependencies": "/three",
-    "+ 1 with the session beneath": "/beneath",
-    "+ 1 composite": "/composite",
+    "session only (framework floor)": "/floor",
+    "five solves (a single image before)": "/before",
+    "one Read (a single image now)": "/after",
 }
 
 
 def create_app() -> FastAPI:
     app = FastAPI()
 
-    @app.get("/one")
-    async def one(session: Session) -> dict[str, int]:
+    @app.get("/floor")
+    async def floor(session: Session) -> dict[str, int]:
         return {}
 
-    @app.get("/three")
-    async def three(session: Session, a: Plain, b: WithResponse) -> dict[str, int]:
+    @app.get("/before")
+    async def before(
+        session: Session, media_urls: MediaUrls, viewer: Viewer, revalidation: Revalidation
+    ) -> dict[str, int]:
         return {}
 
-    @app.get("/beneath")
-    async def beneath(session: Session, a: BeneathSession) -> dict[str, int]:
-        return {}
-
-    @app.get("/composite")
-    async def composite(session: Session, c: Composite) -> dict[str, int]:
+    @app.get("/after")
+    async def after(read: Read) -> dict[str, int]:
         return {}
 
     return app
@@ -126,9 +123,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for name, path in ROUTES.items():
             samples[name].append(await _per_request_us(app, path, args.requests))
     medians = {name: statistics.median(values) for name, values in samples.items()}
-    base = medians["session only"]
+    base = medians["session only (framework floor)"]
     for name, value in medians.items():
-        print(f"{name:32} {value:7.1f} us/request  ({value - base:+6.1f} us)")
+        print(f"{name:38} {value:7.1f} us/request  ({value - base:+6.1f} us)")
     return medians
 
 
