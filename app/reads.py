@@ -1,5 +1,5 @@
 """A GET's context as one dependency: its session, who reads, the validator of its answer,
-and the media URLs it may render.
+the media URLs it may render, and the cursor codec of the pages it lists.
 
 Why one dependency rather than four: FastAPI solves every dependency of a route on every
 request, and each solve costs about as much as a small handler (10 us on the bench machine:
@@ -9,13 +9,12 @@ the viewer, the viewer's session again, the validator) where the framework floor
 one; that was a fifth of what separated the two (docs/performance.md, fourth round).
 
 So the hot reads take one `Read`, which reads like the rest of a route's parameters
-(`read: OptionalUserRead`), listings their `limit` and `cursor` as plain query parameters
-(`LimitQuery`, `CursorQuery`: a dependency around them was one more solve), and the named
-dependencies (`SessionDep`, `OptionalUser`,
-`RevalidationDep`, `MediaUrlsDep`) stay for writes and the other routes. The signed-in
-variants, which authenticate their caller and are documented as the bearer scheme, live in
-`app.accounts.dependencies`; this core module has the context itself and the one for
-anonymous reads.
+(`read: OptionalUserRead`), listings take their `limit` and `cursor` as plain query
+parameters (`LimitQuery`, `CursorQuery`: a dependency around them was one more solve), and
+the named dependencies (`SessionDep`, `OptionalUser`, `RevalidationDep`, `MediaUrlsDep`)
+stay for writes and the other routes. The signed-in variants, which authenticate their
+caller and are documented as the bearer scheme, live in `app.accounts.dependencies`; this
+core module has the context itself and the one for anonymous reads.
 """
 
 from __future__ import annotations
