@@ -42,8 +42,8 @@ def _ratio(numerator: float, denominator: float | None) -> str:
 
 
 def _vs_framework(app: dict[str, Any], framework: Run, key: str) -> float | None:
-    """app / framework floor for `key`: the median of the paired rounds' ratios when the run
-    was measured in rounds (bench/run.py `--rounds`), else the ratio of the two figures."""
+    """app / framework floor for `key`: as bench/run.py `paired` settled it when the run was
+    measured in rounds (`--rounds`), else the ratio of the two figures."""
     paired = app.get("vs_framework") or {}
     if key in paired:
         return float(paired[key])

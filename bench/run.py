@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,29 +120,71 @@ def running(
             process.wait(timeout=5)
 
 
-def worker_rss_mb(master_pid: int) -> list[float]:
-    """Resident memory of each uvicorn worker (the master's children), in MB."""
-    rss = []
+def worker_pids(master_pid: int) -> list[int]:
+    """The uvicorn workers of `master_pid` (its spawned children); the master itself when it
+    serves alone."""
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid != master_pid:
-                continue
-            if b"spawn_main" not in (entry / "cmdline").read_bytes():
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss.append(int(line.split()[1]) / 1024)
+            if ppid == master_pid and b"spawn_main" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
         except (OSError, IndexError, ValueError):
             continue
-    if not rss:  # a single worker runs in the master itself
-        for line in Path(f"/proc/{master_pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss.append(int(line.split()[1]) / 1024)
+    return sorted(pids) or [master_pid]
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each uvicorn worker (the master's children), in MB."""
+    rss = []
+    for pid in worker_pids(master_pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss.append(int(line.split()[1]) / 1024)
     return sorted(rss)
+
+
+TCP_ESTABLISHED = "01"
+
+
+def established_inodes(tcp_table: str, port: int) -> set[str]:
+    """The socket inodes of the connections established *to* `port`, from the text of
+    /proc/net/tcp or /proc/net/tcp6 (local address `ADDR:PORT` in hex, state `01`)."""
+    inodes = set()
+    wanted = f"{port:04X}"
+    for line in tcp_table.splitlines()[1:]:
+        fields = line.split()
+        local_port = fields[1].rsplit(":", 1)[-1] if len(fields) > 9 else None
+        if local_port == wanted and fields[3] == TCP_ESTABLISHED:
+            inodes.add(fields[9])
+    return inodes
+
+
+def connections_per_worker(master_pid: int, port: int) -> list[int]:
+    """How many connections to `port` each worker holds, fewest first.
+
+    The kernel hands a new connection to whichever worker accepts first, so how wrk's
+    connections split between the workers changes from one run to the next, and with it
+    the run's latency percentiles (docs/performance.md, "Fifth round")."""
+    established: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            established |= established_inodes(Path(table).read_text(), port)
+    counts = []
+    for pid in worker_pids(master_pid):
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in established:
+                        held += 1
+        counts.append(held)
+    return sorted(counts)
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
@@ -527,15 +569,25 @@ class Run:
     max_ms: float
     cpu_us_per_request: float
     errors: dict[str, int] = field(default_factory=dict)
+    # wrk's connections held by each worker half-way through the run, fewest first.
+    connections_per_worker: list[int] = field(default_factory=list)
     # Reads measured in paired rounds against the framework floor: each round's figures,
-    # and for the app the medians of the per-round ratios (`vs_framework`).
-    rounds: list[dict[str, float]] = field(default_factory=list)
+    # and for the app the ratios to the framework floor (`vs_framework`, see `paired`).
+    rounds: list[dict[str, Any]] = field(default_factory=list)
     vs_framework: dict[str, float] = field(default_factory=dict)
 
 
 def wrk(
-    wrk_path: str, url: str, request_file: Path, connections: int, duration: float, threads: int
+    wrk_path: str,
+    url: str,
+    request_file: Path,
+    connections: int,
+    duration: float,
+    threads: int,
+    midway: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
+    """One wrk run; `midway`, when given, is called half-way through it and its answer
+    returned as the result's `midway`."""
     command = [
         wrk_path,
         f"-t{min(threads, connections)}",
@@ -550,14 +602,25 @@ def wrk(
         str(request_file),
         secrets.token_hex(4),
     ]
-    completed = subprocess.run(  # noqa: S603
-        command, capture_output=True, text=True, timeout=duration + 60, check=False
-    )
-    for line in completed.stdout.splitlines():
+    with subprocess.Popen(  # noqa: S603
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        sample = None
+        if midway is not None:
+            time.sleep(duration / 2)
+            sample = midway()
+        try:
+            stdout, stderr = process.communicate(timeout=duration + 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             result: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            if midway is not None:
+                result["midway"] = sample
             return result
-    raise RuntimeError(f"wrk gave no result: {completed.stdout}\n{completed.stderr}")
+    raise RuntimeError(f"wrk gave no result: {stdout}\n{stderr}")
 
 
 def measure(
@@ -573,7 +636,16 @@ def measure(
 ) -> Run:
     settle([server_pid])
     cpu_before = tree_cpu_seconds(server_pid)
-    raw = wrk(wrk_path, url, request_file, connections, duration, threads)
+    port = urlsplit(url).port or 80
+    raw = wrk(
+        wrk_path,
+        url,
+        request_file,
+        connections,
+        duration,
+        threads,
+        midway=lambda: connections_per_worker(server_pid, port),
+    )
     cpu = tree_cpu_seconds(server_pid) - cpu_before
     seconds = raw["duration_us"] / 1e6
     errors = {k.removeprefix("errors_"): v for k, v in raw.items() if k.startswith("errors_") and v}
@@ -590,11 +662,14 @@ def measure(
         max_ms=raw["max_us"] / 1000,
         cpu_us_per_request=round(cpu * 1e6 / max(1, raw["requests"]), 1),
         errors=errors,
+        connections_per_worker=raw["midway"],
     )
     log(
         f"{scenario:<13} {target:<5} c={connections:<4} {run.rps:>9.1f} req/s  "
         f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  "
-        f"cpu {run.cpu_us_per_request:6.0f} us/req" + (f"  errors {errors}" if errors else "")
+        f"cpu {run.cpu_us_per_request:6.0f} us/req  "
+        f"per worker {'/'.join(map(str, run.connections_per_worker))}"
+        + (f"  errors {errors}" if errors else "")
     )
     return run
 
@@ -699,7 +774,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=int(os.environ.get("BENCH_ROUNDS", 5)),
+        default=int(os.environ.get("BENCH_ROUNDS", 7)),
         help="paired app/framework-floor rounds per read scenario and connection count",
     )
     parser.add_argument("--connections", default="32,128")
@@ -930,12 +1005,22 @@ def load_scenario(plan: Plan, servers: Servers, name: str, request_file: Path) -
     return runs
 
 
-ROUND_FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
+ROUND_FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request", "connections_per_worker")
 
 
 def paired(pairs: list[tuple[Run, Run]]) -> list[Run]:
     """The app's and the framework floor's runs of one scenario and connection count, each
-    the median of its rounds, the app's with the medians of the per-round ratios."""
+    the median of its rounds, the app's with its ratios to the floor (`vs_framework`).
+
+    Throughput and CPU: the median of the per-round ratios. A burst of other load on the
+    machine slows both sides of a pair, and the ratio cancels it.
+
+    p99: the ratio of the two sides' median p99s. A run's tail depends most on how the
+    kernel split wrk's connections between the workers, which is drawn again for every
+    run, so the two sides of a pair do not share it and a per-round ratio carries both
+    sides' draws; the median of each side's rounds settles each draw first. The median of
+    the per-round ratios stays in the results as `p99_ms_per_round` (docs/performance.md,
+    "Fifth round": two copies of the same server were 0.68x to 2.0x apart round by round)."""
     result = []
     for side in (0, 1):
         runs = [pair[side] for pair in pairs]
@@ -960,18 +1045,19 @@ def paired(pairs: list[tuple[Run, Run]]) -> list[Run]:
                 rounds=[{key: getattr(run, key) for key in ROUND_FIGURES} for run in runs],
             )
         )
-    app = result[0]
+    app, framework = result
+
+    def per_round(key: str) -> float:
+        ratios = [
+            float(getattr(a, key)) / float(getattr(f, key)) for a, f in pairs if getattr(f, key)
+        ]
+        return round(statistics.median(ratios), 3)
+
     app.vs_framework = {
-        "rps": round(statistics.median(a.rps / f.rps for a, f in pairs if f.rps), 3),
-        "p99_ms": round(statistics.median(a.p99_ms / f.p99_ms for a, f in pairs if f.p99_ms), 3),
-        "cpu_us_per_request": round(
-            statistics.median(
-                a.cpu_us_per_request / f.cpu_us_per_request
-                for a, f in pairs
-                if f.cpu_us_per_request
-            ),
-            3,
-        ),
+        "rps": per_round("rps"),
+        "p99_ms": round(app.p99_ms / framework.p99_ms, 3) if framework.p99_ms else 0.0,
+        "p99_ms_per_round": per_round("p99_ms"),
+        "cpu_us_per_request": per_round("cpu_us_per_request"),
     }
     log(
         f"{app.scenario:<13} paired c={app.connections:<4} app/framework over {len(pairs)} "
