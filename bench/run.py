@@ -168,8 +168,9 @@ def connections_per_worker(master_pid: int, port: int) -> list[int]:
     """How many connections to `port` each worker holds, fewest first.
 
     The kernel hands a new connection to whichever worker accepts first, so how wrk's
-    connections split between the workers changes from one run to the next, and with it
-    the run's latency percentiles (docs/performance.md, "Fifth round")."""
+    connections split between the workers changes from one run to the next (from 64/64 to
+    28/100 at 128 connections), and the run's tail moves with it (docs/performance.md,
+    "Fifth round")."""
     established: set[str] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
@@ -1015,12 +1016,13 @@ def paired(pairs: list[tuple[Run, Run]]) -> list[Run]:
     Throughput and CPU: the median of the per-round ratios. A burst of other load on the
     machine slows both sides of a pair, and the ratio cancels it.
 
-    p99: the ratio of the two sides' median p99s. A run's tail depends most on how the
-    kernel split wrk's connections between the workers, which is drawn again for every
-    run, so the two sides of a pair do not share it and a per-round ratio carries both
-    sides' draws; the median of each side's rounds settles each draw first. The median of
-    the per-round ratios stays in the results as `p99_ms_per_round` (docs/performance.md,
-    "Fifth round": two copies of the same server were 0.68x to 2.0x apart round by round)."""
+    p99: the ratio of the two sides' median p99s. A run's tail moves with one-off events
+    of that run (above all how the kernel split wrk's connections between the workers,
+    drawn again for every run), which the two sides of a pair do not share, so a
+    per-round ratio carries both sides' draws; the median of each side's rounds settles
+    them first. The median of the per-round ratios stays in the results as
+    `p99_ms_per_round` (docs/performance.md, "Fifth round": two copies of the same server
+    were 0.68x to 2.0x apart in p99 round by round)."""
     result = []
     for side in (0, 1):
         runs = [pair[side] for pair in pairs]
